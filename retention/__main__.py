@@ -1,0 +1,5 @@
+"""`python -m retention` runs the CLI."""
+
+from retention.cli import main
+
+main()

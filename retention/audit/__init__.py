@@ -1,0 +1,1 @@
+"""The audit trail: what was removed, when, under which rule, hash-chained."""

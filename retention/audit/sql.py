@@ -1,0 +1,87 @@
+"""Audit records in a SQL database, appended in the caller's transaction.
+
+`append` runs inside the batch's own transaction, so a batch and its audit
+record commit or roll back together. Appends are serialised by locking the
+single row of the chain-head table, which also carries the last hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from retention.audit.records import GENESIS, BatchRecord, chain_hash
+
+__all__ = ["AuditTables", "append", "ensure_tables"]
+
+
+class AuditTables:
+    """The audit tables for one prefix (default ``retention_``)."""
+
+    def __init__(self, prefix: str = "retention_") -> None:
+        self.metadata = sa.MetaData()
+        self.records = sa.Table(
+            f"{prefix}audit",
+            self.metadata,
+            sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+            sa.Column("run_id", sa.String(36), nullable=False),
+            sa.Column("rule", sa.String(80), nullable=False, index=True),
+            sa.Column("rule_hash", sa.String(64), nullable=False),
+            sa.Column("store", sa.String(80), nullable=False),
+            sa.Column("table_name", sa.String(128), nullable=False),
+            sa.Column("action", sa.String(16), nullable=False),
+            sa.Column("cutoff", sa.DateTime(), nullable=False),
+            sa.Column("batch", sa.Integer, nullable=False),
+            sa.Column("rows", sa.BigInteger, nullable=False),
+            sa.Column("key_min", sa.String(128)),
+            sa.Column("key_max", sa.String(128)),
+            sa.Column("key_digest", sa.String(64)),
+            sa.Column("started_at", sa.DateTime(), nullable=False),
+            sa.Column("committed_at", sa.DateTime(), nullable=False),
+            sa.Column("host", sa.String(255), nullable=False),
+            sa.Column("dry_run", sa.Boolean, nullable=False),
+            sa.Column("outcome", sa.String(16), nullable=False),
+            sa.Column("error", sa.Text),
+            sa.Column("prev_hash", sa.String(64), nullable=False),
+            sa.Column("hash", sa.String(64), nullable=False),
+            sa.UniqueConstraint("run_id", "rule", "batch", name=f"{prefix}audit_batch_uq"),
+        )
+        self.head = sa.Table(
+            f"{prefix}audit_head",
+            self.metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+            sa.Column("hash", sa.String(64), nullable=False),
+        )
+
+
+def ensure_tables(conn: sa.Connection, tables: AuditTables) -> None:
+    """Create the audit tables and the chain head if missing (idempotent)."""
+    tables.metadata.create_all(conn, checkfirst=True)
+    exists = conn.execute(sa.select(tables.head.c.id).where(tables.head.c.id == 1)).first()
+    if exists is None:
+        conn.execute(tables.head.insert().values(id=1, seq=0, hash=GENESIS))
+
+
+def _naive_utc(record: BatchRecord) -> dict[str, Any]:
+    row = asdict(record)
+    for name in ("cutoff", "started_at", "committed_at"):
+        row[name] = row[name].replace(tzinfo=None)
+    return row
+
+
+def append(conn: sa.Connection, tables: AuditTables, record: BatchRecord) -> str:
+    """Append `record` to the chain inside the caller's open transaction; return its hash."""
+    head = tables.head
+    locked = sa.select(head.c.seq, head.c.hash).where(head.c.id == 1)
+    if conn.dialect.name != "sqlite":
+        locked = locked.with_for_update()
+    previous = conn.execute(locked).one()
+    digest = chain_hash(previous.hash, record)
+    conn.execute(
+        tables.records.insert().values(**_naive_utc(record), prev_hash=previous.hash, hash=digest)
+    )
+    conn.execute(head.update().where(head.c.id == 1).values(seq=previous.seq + 1, hash=digest))
+    return digest

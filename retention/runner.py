@@ -1,0 +1,238 @@
+"""Run these rules once: the function `retention run`, cron mode and the daemon share.
+
+Per rule, in policy order: compile against the live schema, count what the plan
+would affect, stop before touching a row if a safety limit would be exceeded,
+then purge in batches. A rule that fails does not stop the others.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from retention.audit.records import rule_hash
+from retention.audit.sql import AuditTables, ensure_tables
+from retention.errors import ExitCode, StoreError, UsageError
+from retention.loader import LoadedPolicy
+from retention.planner import Plan, RulePlan, build_plan, limit_breach
+from retention.policy import HashStrategy, Limits, SqlStore
+from retention.stores.purge import BatchDone, PurgeOptions, RuleResult, purge
+from retention.stores.rulesql import RuleSchemaError, compile_rule
+from retention.stores.schema import Catalog
+from retention.stores.sql import open_engine
+
+__all__ = ["RuleOutcome", "RunOptions", "RunReport", "database_now", "run_once"]
+
+Status = Literal["ok", "failed", "limit", "stopped"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: which rules, and which safety valves to open."""
+
+    rules: Sequence[str] = ()
+    force: bool = False
+    max_rows: int | None = None
+    #: Use this instant as "now" instead of reading clocks (tests, embedding).
+    as_of: datetime | None = None
+
+
+@dataclass
+class RuleOutcome:
+    """What happened to one rule."""
+
+    rule: str
+    action: str
+    status: Status
+    planned: int = 0
+    result: RuleResult | None = None
+    error: str | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows deleted or de-identified."""
+        return self.result.rows if self.result else 0
+
+
+@dataclass
+class RunReport:
+    """The outcome of a run: the plan it executed and one outcome per rule."""
+
+    run_id: str
+    plan: Plan
+    outcomes: list[RuleOutcome] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all ok; 1 a rule failed; 3 a safety limit stopped a rule (and none failed)."""
+        statuses = {o.status for o in self.outcomes}
+        if "failed" in statuses:
+            return ExitCode.FAILED
+        if "limit" in statuses:
+            return ExitCode.SAFETY_LIMIT
+        return ExitCode.OK
+
+
+def database_now(conn: sa.Connection) -> datetime:
+    """The database server's current time, as an aware UTC datetime."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        value: Any = conn.exec_driver_sql("SELECT CURRENT_TIMESTAMP").scalar()
+    elif dialect in ("mysql", "mariadb"):
+        value = conn.exec_driver_sql("SELECT UTC_TIMESTAMP(6)").scalar()
+    elif dialect == "sqlite":
+        value = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar()
+    else:
+        value = conn.execute(sa.select(sa.func.current_timestamp())).scalar()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise StoreError(f"cannot read the database clock (got {value!r})")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _decide_now(
+    loaded: LoadedPolicy, stores: Sequence[str], local_now: datetime, engines: dict[str, sa.Engine]
+) -> datetime:
+    """'now' for the run: the first database clock, unless every store says local; refuse
+    when any database clock is further from the local one than its store allows."""
+    chosen: datetime | None = None
+    for name in stores:
+        store = loaded.policy.stores[name]
+        assert isinstance(store, SqlStore)
+        with engines[name].connect() as conn:
+            db_now = database_now(conn)
+        skew = abs((db_now - local_now).total_seconds())
+        allowed = store.max_clock_skew.as_timedelta().total_seconds()
+        if skew > allowed:
+            raise StoreError(
+                f"store {name!r}: the database clock ({db_now.isoformat()}) and the local clock "
+                f"({local_now.isoformat()}) differ by {skew:.0f} s, more than max_clock_skew "
+                f"({store.max_clock_skew}); refusing to run"
+            )
+        if chosen is None and store.clock == "database":
+            chosen = db_now
+    return chosen or local_now
+
+
+def _keys(
+    loaded: LoadedPolicy, plans: Sequence[RulePlan], env: Mapping[str, str]
+) -> tuple[bytes, dict[str, bytes]]:
+    """The audit digest key and the HMAC keys of hash strategies, from the environment."""
+    audit_env = loaded.policy.audit.key_env
+    names = {audit_env}
+    for rule_plan in plans:
+        spec = rule_plan.rule.anonymize
+        if spec is not None:
+            names |= {s.key_env for s in spec.columns.values() if isinstance(s, HashStrategy)}
+    missing = sorted(n for n in names if not env.get(n))
+    if missing:
+        raise UsageError(
+            f"environment variable(s) {', '.join(missing)} not set: the audit digest key and "
+            "hash-strategy keys are secrets read from the environment"
+        )
+    return env[audit_env].encode(), {n: env[n].encode() for n in names if n != audit_env}
+
+
+def _limits(limits: Limits, options: RunOptions) -> Limits:
+    if options.max_rows is None:
+        return limits
+    return limits.model_copy(update={"max_rows": options.max_rows})
+
+
+def run_once(
+    loaded: LoadedPolicy,
+    local_now: datetime,
+    options: RunOptions = RunOptions(),
+    *,
+    env: Mapping[str, str] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_batch: Callable[[BatchDone], None] = lambda _done: None,
+    on_rule: Callable[[RuleOutcome], None] = lambda _outcome: None,
+    on_start: Callable[[RulePlan, int], None] = lambda _plan, _rows: None,
+) -> RunReport:
+    """Execute the plan of the selected rules once; return what happened to each rule."""
+    env = os.environ if env is None else env
+    policy = loaded.policy
+    selected = [
+        r for r in policy.rules if (r.name in options.rules if options.rules else r.enabled)
+    ]
+    stores = list(dict.fromkeys(r.store for r in selected))
+    engines = {
+        name: open_engine(policy.stores[name], loaded.base_dir)  # type: ignore[arg-type]
+        for name in stores
+    }
+    try:
+        now = options.as_of or _decide_now(loaded, stores, local_now, engines)
+        plan = build_plan(policy, now, options.rules)
+        digest_key, hash_keys = _keys(loaded, plan.rules, env)
+        report = RunReport(str(uuid.uuid4()), plan)
+        audit = AuditTables(policy.audit.table_prefix)
+        host = socket.gethostname()
+        for rule_plan in plan.rules:
+            if should_stop():
+                break
+            outcome = _run_rule(
+                rule_plan,
+                engines[rule_plan.store_name],
+                options,
+                PurgeOptions(
+                    run_id=report.run_id,
+                    host=host,
+                    rule_hash=rule_hash(rule_plan.rule.model_dump(mode="json", by_alias=True)),
+                    audit=audit,
+                    digest_key=digest_key,
+                    hash_keys=hash_keys,
+                    should_stop=should_stop,
+                    on_batch=on_batch,
+                ),
+                on_start,
+            )
+            report.outcomes.append(outcome)
+            on_rule(outcome)
+        return report
+    finally:
+        for engine in engines.values():
+            engine.dispose()
+
+
+def _run_rule(
+    rule_plan: RulePlan,
+    engine: sa.Engine,
+    options: RunOptions,
+    purge_options: PurgeOptions,
+    on_start: Callable[[RulePlan, int], None],
+) -> RuleOutcome:
+    rule = rule_plan.rule
+    outcome = RuleOutcome(rule.name, rule.action, "failed")
+    try:
+        with engine.connect() as conn:
+            catalog = Catalog(conn, rule_plan.store_name)
+            sql = compile_rule(rule_plan, catalog)
+            counts = conn.execute(sql.count()).one()
+            affected = int(counts.affected or 0)
+            table_rows = int(conn.execute(sql.table_rows()).scalar() or 0)
+            conn.rollback()
+            outcome.planned = affected
+            breach = limit_breach(_limits(rule_plan.limits, options), affected, table_rows)
+            if breach and not options.force:
+                outcome.status = "limit"
+                outcome.error = f"safety limit: {breach}; nothing touched (use --force to override)"
+                return outcome
+            with conn.begin():
+                ensure_tables(conn, purge_options.audit)
+            on_start(rule_plan, affected)
+            outcome.result = purge(sql, conn, purge_options)
+            outcome.status = "stopped" if outcome.result.stopped == "signal" else "ok"
+    except RuleSchemaError as exc:
+        outcome.error = str(exc)
+    except (sa.exc.SQLAlchemyError, StoreError, ValueError) as exc:
+        outcome.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return outcome

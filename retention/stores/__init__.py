@@ -1,0 +1,1 @@
+"""Store adapters: the only modules that talk to databases (and, later, file trees)."""

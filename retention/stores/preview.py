@@ -1,0 +1,158 @@
+"""Read-only previews of a plan: what each rule would do, counted in the database.
+
+Connections come from `retention.stores.sql.read_only`, which the database
+itself keeps from writing, and only SELECT statements are executed here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from retention.errors import StoreError
+from retention.planner import Plan, RulePlan, limit_breach
+from retention.stores.rulesql import RuleSchemaError, RuleSql, compile_rule
+from retention.stores.schema import Catalog, from_db_time
+from retention.stores.sql import read_only
+
+__all__ = ["RuleEstimate", "Statement", "preview", "statements_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One SQL statement a run executes, as the database would receive it."""
+
+    step: str
+    sql: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RuleEstimate:
+    """A rule's plan with read-only counts, or the error that stops it."""
+
+    plan: RulePlan
+    candidates: int = 0
+    held: int = 0
+    protected_by_minimum: int = 0
+    affected: int = 0
+    table_rows: int = 0
+    oldest: datetime | None = None
+    statements: tuple[Statement, ...] = ()
+    applied_holds: tuple[str, ...] = ()
+    skipped_holds: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+    limit_exceeded: str | None = field(default=None)
+
+    @property
+    def estimated_batches(self) -> int:
+        """Batches of the initial batch size needed for the affected rows."""
+        return math.ceil(self.affected / self.plan.batch.size) if self.affected else 0
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return value
+
+
+#: Parameters that change from batch to batch; shown as such in a plan.
+PER_BATCH = "(per batch)"
+_BATCH_PARAMS = ("after", "upto", "last", "skip", "key_value")
+
+
+def _statement(step: str, stmt: sa.ClauseElement, dialect: sa.Dialect) -> Statement:
+    compiled = stmt.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    per_batch = {n for n in compiled.params if n in _BATCH_PARAMS or n.startswith("new_")}
+    expanded = compiled.construct_expanded_state(dict.fromkeys(per_batch))
+    params = {
+        k: PER_BATCH if k in per_batch else _json_value(v) for k, v in expanded.parameters.items()
+    }
+    return Statement(step, expanded.statement, params)
+
+
+def statements_for(sql: RuleSql, dialect: sa.Dialect) -> tuple[Statement, ...]:
+    """The statements a run of the rule executes, in order, for display."""
+    plan = sql.plan
+    steps: list[tuple[str, sa.ClauseElement]] = [
+        ("last_key", sql.last_key()),
+        ("next_bound", sql.next_bound()),
+    ]
+    action = plan.rule.action
+    if action == "anonymize":
+        spec = plan.rule.anonymize
+        assert spec is not None
+        columns = list(spec.columns) + ([spec.marker] if spec.marker else [])
+        steps += [
+            ("select_batch", sql.select_batch(list(spec.columns))),
+            ("update_row", sql.update_row(columns)),
+        ]
+    else:
+        steps.append(("delete_batch", sql.delete_batch()))
+    return tuple(_statement(step, stmt, dialect) for step, stmt in steps)
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)
+
+
+def _estimate(plan: RulePlan, catalog: Catalog) -> RuleEstimate:
+    try:
+        sql = compile_rule(plan, catalog)
+    except RuleSchemaError as exc:
+        return RuleEstimate(plan, error=str(exc))
+    row = catalog.conn.execute(sql.count()).one()
+    table_rows = _int(catalog.conn.execute(sql.table_rows()).scalar())
+    candidates, not_held, affected = _int(row.candidates), _int(row.not_held), _int(row.affected)
+    oldest = from_db_time(row.oldest, sql.age_column, sql.age_format, plan.store, catalog.dialect)
+    return RuleEstimate(
+        plan=plan,
+        candidates=candidates,
+        held=candidates - not_held,
+        protected_by_minimum=not_held - affected,
+        affected=affected,
+        table_rows=table_rows,
+        oldest=oldest,
+        statements=statements_for(sql, catalog.conn.dialect),
+        applied_holds=tuple(h.name for h in sql.applied_holds),
+        skipped_holds=tuple((h.name, why) for h, why in sql.skipped_holds),
+        warnings=tuple(w.message for w in sql.warnings),
+        limit_exceeded=limit_breach(plan.limits, affected, table_rows),
+    )
+
+
+def preview(plan: Plan, base_dir: Path | None) -> Iterator[RuleEstimate]:
+    """Count, without writing anything, what each rule of `plan` would affect.
+
+    Rules are grouped by store, one read-only connection per store. A rule whose
+    table does not match the policy yields an estimate carrying the error.
+    """
+    by_store: dict[str, list[RulePlan]] = {}
+    for rule_plan in plan.rules:
+        by_store.setdefault(rule_plan.store_name, []).append(rule_plan)
+    results: dict[str, RuleEstimate] = {}
+    for store_name, rule_plans in by_store.items():
+        try:
+            with read_only(rule_plans[0].store, base_dir, store_name) as conn:
+                catalog = Catalog(conn, store_name)
+                for rule_plan in rule_plans:
+                    results[rule_plan.name] = _estimate(rule_plan, catalog)
+        except StoreError as exc:
+            for rule_plan in rule_plans:
+                results.setdefault(rule_plan.name, RuleEstimate(rule_plan, error=str(exc)))
+    for rule_plan in plan.rules:
+        yield results[rule_plan.name]

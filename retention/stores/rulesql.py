@@ -1,0 +1,524 @@
+"""Compile a `RulePlan` into SQL against the reflected schema.
+
+One predicate decides which rows a rule may touch::
+
+    eligible = expired AND scope AND NOT held AND past every legal minimum
+
+`expired` compares the rule's timestamp (or, for event-relative rules, an EXISTS
+over the event table) with the cutoff; `scope` is the rule's ``where``; `held`
+is any active hold; the minimums keep rows whose minimum timestamp is recent or
+NULL. The batch statements re-check the whole predicate, so a row that became
+held or stopped being expired since its key was selected is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import sqlalchemy as sa
+
+from retention.errors import StoreError
+from retention.filters import Condition, Op
+from retention.planner import RulePlan
+from retention.policy import (
+    Hold,
+    MaskEmailStrategy,
+    NullStrategy,
+    RedactStrategy,
+    TimestampFormat,
+)
+from retention.stores.schema import Catalog, bind_time, coerce_value, time_kind
+
+__all__ = ["AnySelect", "RuleSql", "SchemaProblem", "compile_rule"]
+
+AnySelect: TypeAlias = sa.Select[*tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaProblem:
+    """A mismatch between a rule and the database, located by its path in the rule."""
+
+    path: tuple[str | int, ...]
+    message: str
+    warning: bool = False
+
+
+class RuleSchemaError(StoreError):
+    """The database does not match the rule; carries every problem found."""
+
+    def __init__(self, rule: str, problems: Sequence[SchemaProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__(f"rule {rule}: " + "; ".join(p.message for p in problems))
+
+
+@dataclass(frozen=True)
+class RuleSql:
+    """The statements and predicates of one rule, bound to reflected tables."""
+
+    plan: RulePlan
+    table: sa.Table
+    key: sa.Column[Any]
+    expired: sa.ColumnElement[bool]
+    scope: tuple[sa.ColumnElement[bool], ...]
+    held: tuple[sa.ColumnElement[bool], ...]
+    minimums: tuple[sa.ColumnElement[bool], ...]
+    age: sa.ColumnElement[Any]
+    age_column: sa.ColumnElement[Any] | None
+    age_format: TimestampFormat
+    applied_holds: tuple[Hold, ...]
+    skipped_holds: tuple[tuple[Hold, str], ...]
+    warnings: tuple[SchemaProblem, ...]
+    pending: tuple[sa.ColumnElement[bool], ...] = ()
+    archive_table: sa.Table | None = None
+
+    @property
+    def not_held(self) -> sa.ColumnElement[bool]:
+        """No active hold covers the row (NULL, i.e. unknown, counts as held)."""
+        return sa.not_(sa.or_(*self.held)) if self.held else sa.true()
+
+    @property
+    def past_minimums(self) -> sa.ColumnElement[bool]:
+        """Every legal minimum on the table has passed for the row."""
+        return _all(self.minimums)
+
+    @property
+    def candidates(self) -> sa.ColumnElement[bool]:
+        """Rows the rule covers that are past the cutoff and not yet done, held or not."""
+        return _all((self.expired, *self.scope, *self.pending))
+
+    @property
+    def eligible(self) -> sa.ColumnElement[bool]:
+        """Rows the rule may touch now."""
+        held = (self.not_held,) if self.held else ()
+        return _all((self.expired, *self.scope, *held, *self.minimums, *self.pending))
+
+    def count(self) -> AnySelect:
+        """One scan: candidates, those not held, those also past minimums, oldest affected."""
+        allowed = _all((self.not_held, self.past_minimums))
+        statement: AnySelect = (
+            sa.select(
+                sa.func.count().label("candidates"),
+                sa.func.sum(sa.case((self.not_held, 1), else_=0)).label("not_held"),
+                sa.func.sum(sa.case((allowed, 1), else_=0)).label("affected"),
+                sa.func.min(sa.case((allowed, self.age))).label("oldest"),
+            )
+            .select_from(self.table)
+            .where(self.candidates)
+        )
+        return statement
+
+    def table_rows(self) -> AnySelect:
+        """All rows of the table (for the max_fraction limit)."""
+        return sa.select(sa.func.count()).select_from(self.table)
+
+    def _range(self, first: bool) -> sa.ColumnElement[bool]:
+        upper = self.key <= sa.bindparam("upto", type_=self.key.type)
+        if first:
+            return upper
+        return sa.and_(self.key > sa.bindparam("after", type_=self.key.type), upper)
+
+    def last_key(self) -> AnySelect:
+        """The largest eligible key: the upper bound of every batch of the run."""
+        return sa.select(sa.func.max(self.key)).where(self.eligible)
+
+    def next_bound(self, first: bool = False) -> AnySelect:
+        """The key that ends the next batch: the `skip`+1-th eligible key after `after`
+        (from the start when `first`), not beyond `last`."""
+        lower = () if first else (self.key > sa.bindparam("after", type_=self.key.type),)
+        return (
+            sa.select(self.key)
+            .where(
+                *lower,
+                self.key <= sa.bindparam("last", type_=self.key.type),
+                self.eligible,
+            )
+            .order_by(self.key)
+            .limit(1)
+            .offset(sa.bindparam("skip", type_=sa.Integer))
+        )
+
+    def select_keys(self, first: bool = False) -> AnySelect:
+        """The eligible keys in the key range (`after`, `upto`], in order."""
+        return sa.select(self.key).where(self._range(first), self.eligible).order_by(self.key)
+
+    def delete_batch(self, first: bool = False) -> sa.Delete:
+        """Delete the eligible rows in the key range (`after`, `upto`]."""
+        return sa.delete(self.table).where(self._range(first), self.eligible)
+
+    def archive_batch(self, first: bool = False) -> sa.Insert:
+        """Copy the eligible rows in (`after`, `upto`] into the archive table."""
+        assert self.archive_table is not None
+        names = [c.name for c in self.table.columns]
+        rows = sa.select(*(self.table.c[n] for n in names)).where(self._range(first), self.eligible)
+        return sa.insert(self.archive_table).from_select(names, rows)
+
+    def select_batch(self, columns: Sequence[str], first: bool = False) -> AnySelect:
+        """Read key and `columns` of the eligible rows in (`after`, `upto`]."""
+        return (
+            sa.select(self.key, *(self.table.c[name] for name in columns))
+            .where(self._range(first), self.eligible)
+            .order_by(self.key)
+        )
+
+    def update_row(self, columns: Sequence[str]) -> sa.Update:
+        """Rewrite `columns` of one row (`key_value`), re-checking eligibility."""
+        values: dict[str, Any] = {name: sa.bindparam(f"new_{name}") for name in columns}
+        return (
+            sa.update(self.table)
+            .where(self.key == sa.bindparam("key_value", type_=self.key.type), self.eligible)
+            .values(values)
+        )
+
+
+def _in(col: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """``col IN (:v1, :v2, ...)`` with one plain parameter per value.
+
+    SQLAlchemy's default "expanding" IN parameter cannot be used with executemany,
+    which the anonymize batches use.
+    """
+    return col.in_([sa.bindparam(None, v, type_=col.type) for v in values])
+
+
+def _all(parts: Sequence[sa.ColumnElement[bool]]) -> sa.ColumnElement[bool]:
+    if not parts:
+        return sa.true()
+    return parts[0] if len(parts) == 1 else sa.and_(*parts)
+
+
+def _label(clause: sa.FromClause) -> str:
+    element = getattr(clause, "element", clause)
+    return _qualified(element) if isinstance(element, sa.Table) else str(clause)
+
+
+def _qualified(table: sa.Table) -> str:
+    return f"{table.schema}.{table.name}" if table.schema else table.name
+
+
+def compile_rule(plan: RulePlan, catalog: Catalog) -> RuleSql:
+    """Bind `plan` to the reflected schema; raise `RuleSchemaError` listing every mismatch."""
+    rule = plan.rule
+    problems: list[SchemaProblem] = []
+    warnings: list[SchemaProblem] = []
+    try:
+        table = catalog.table(rule.table, rule.db_schema)
+    except StoreError as exc:
+        raise RuleSchemaError(rule.name, [SchemaProblem(("table",), str(exc))]) from None
+    dialect = catalog.dialect
+
+    def column(
+        tbl: sa.FromClause, name: str, path: tuple[str | int, ...]
+    ) -> sa.ColumnElement[Any] | None:
+        if name in tbl.c:
+            return tbl.c[name]
+        known = ", ".join(c.name for c in tbl.columns)
+        problems.append(
+            SchemaProblem(path, f"column {name!r} not found in {_label(tbl)} (columns: {known})")
+        )
+        return None
+
+    def time_column(
+        base: sa.Table,
+        name: str,
+        fmt: TimestampFormat,
+        path: tuple[str | int, ...],
+        tbl: sa.FromClause | None = None,
+    ) -> sa.ColumnElement[Any] | None:
+        tbl = base if tbl is None else tbl
+        col = column(tbl, name, path)
+        if col is None:
+            return None
+        kind = time_kind(col)
+        if fmt == "datetime" and kind not in ("datetime", "date"):
+            problems.append(
+                SchemaProblem(
+                    path,
+                    f"{_qualified(base)}.{name} is {col.type} and holds no date/time; "
+                    "for integer epochs declare format: epoch_seconds or epoch_milliseconds",
+                )
+            )
+            return None
+        if fmt != "datetime" and kind != "integer":
+            problems.append(
+                SchemaProblem(
+                    path, f"{_qualified(base)}.{name} is {col.type}, not an integer {fmt}"
+                )
+            )
+            return None
+        if not catalog.has_index_on(base, name):
+            warnings.append(
+                SchemaProblem(
+                    path,
+                    f"no index starts with {_qualified(base)}.{name}: every run scans the table",
+                    warning=True,
+                )
+            )
+        return col
+
+    def conditions(
+        tbl: sa.FromClause, conds: Sequence[Condition], path: tuple[str | int, ...]
+    ) -> list[sa.ColumnElement[bool]]:
+        out: list[sa.ColumnElement[bool]] = []
+        for cond in conds:
+            col = column(tbl, cond.column, (*path, cond.column))
+            if col is None:
+                continue
+            try:
+                out.append(_condition(col, cond, plan, dialect))
+            except StoreError as exc:
+                problems.append(SchemaProblem((*path, cond.column), str(exc)))
+        return out
+
+    key: sa.Column[Any] | None = None
+    pk = list(table.primary_key.columns)
+    if len(pk) == 1:
+        key = pk[0]
+    else:
+        what = "no primary key" if not pk else "a composite primary key"
+        problems.append(
+            SchemaProblem(
+                ("table",),
+                f"{_qualified(table)} has {what}; batches walk a single-column primary key",
+            )
+        )
+
+    age_column: sa.ColumnElement[Any] | None = None
+    age: sa.ColumnElement[Any] | None = None
+    expired: sa.ColumnElement[bool] | None = None
+    if rule.timestamp is not None:
+        fmt: TimestampFormat = rule.timestamp.format
+        age_column = time_column(table, rule.timestamp.column, fmt, ("timestamp",))
+        if age_column is not None:
+            cutoff = bind_time(age_column, fmt, plan.cutoff, plan.store, dialect)
+            expired = age_column < sa.bindparam("cutoff", cutoff, type_=age_column.type)
+            age = age_column
+    else:
+        event = rule.event
+        assert event is not None
+        fmt = event.format
+        try:
+            event_base = catalog.table(event.table, event.db_schema)
+        except StoreError as exc:
+            problems.append(SchemaProblem(("event", "table"), str(exc)))
+        else:
+            event_table = event_base.alias("event")
+            ev_time = time_column(event_base, event.column, fmt, ("event", "column"), event_table)
+            joins: list[sa.ColumnElement[bool]] = []
+            for local, remote in event.join.items():
+                here = column(table, local, ("event", "join", local))
+                there = column(event_table, remote, ("event", "join", local))
+                if here is not None and there is not None:
+                    joins.append(there == here)
+            where = conditions(event_table, event.where, ("event", "where"))
+            if ev_time is not None:
+                cutoff = bind_time(ev_time, fmt, plan.cutoff, plan.store, dialect)
+                qualifying = [
+                    *joins,
+                    ev_time < sa.bindparam("cutoff", cutoff, type_=ev_time.type),
+                    *where,
+                ]
+                expired = sa.exists().where(*qualifying)
+                age = sa.select(sa.func.min(ev_time)).where(*qualifying).scalar_subquery()
+                age_column = ev_time
+
+    scope = conditions(table, rule.where, ("where",))
+
+    held: list[sa.ColumnElement[bool]] = []
+    applied: list[Hold] = []
+    skipped: list[tuple[Hold, str]] = []
+    for hold in plan.holds:
+        if hold.subjects is not None:
+            name = hold.subjects.column_for(table.name)
+            if name not in table.c:
+                skipped.append((hold, f"{_qualified(table)} has no column {name!r}"))
+                continue
+            subject = table.c[name]
+            values = [coerce_value(subject, v, plan.store, dialect) for v in hold.subjects.values]
+            held.append(sa.and_(subject.is_not(None), _in(subject, values)))
+        else:
+            parts = conditions(table, hold.where, ("holds", hold.name, "where"))
+            held.append(_all(parts))
+        applied.append(hold)
+
+    minimums: list[sa.ColumnElement[bool]] = []
+    for applied_min in plan.minimums:
+        minimum = applied_min.minimum
+        col = time_column(
+            table, minimum.timestamp.column, minimum.timestamp.format, ("minimums", minimum.name)
+        )
+        if col is not None:
+            value = bind_time(
+                col, minimum.timestamp.format, applied_min.cutoff, plan.store, dialect
+            )
+            minimums.append(col < sa.bindparam(f"minimum_{len(minimums)}", value, type_=col.type))
+
+    _check_action(plan, table, key, problems)
+    pending = _pending(plan, table)
+    archive_table = _archive_table(plan, table, catalog, problems)
+    _check_children(plan, table, catalog, problems)
+
+    if problems or key is None or expired is None or age is None:
+        raise RuleSchemaError(rule.name, problems or [SchemaProblem((), "cannot compile rule")])
+    return RuleSql(
+        plan=plan,
+        table=table,
+        key=key,
+        expired=expired,
+        scope=tuple(scope),
+        held=tuple(held),
+        minimums=tuple(minimums),
+        age=age,
+        age_column=age_column,
+        age_format=fmt,
+        applied_holds=tuple(applied),
+        skipped_holds=tuple(skipped),
+        warnings=tuple(warnings),
+        pending=pending,
+        archive_table=archive_table,
+    )
+
+
+def _pending(plan: RulePlan, table: sa.Table) -> tuple[sa.ColumnElement[bool], ...]:
+    """For anonymize rules: rows not yet de-identified (so done rows are not read again)."""
+    spec = plan.rule.anonymize
+    if spec is None or any(c not in table.c for c in spec.columns):
+        return ()
+    if spec.marker is not None:
+        return (table.c[spec.marker].is_(None),) if spec.marker in table.c else ()
+    parts: list[sa.ColumnElement[bool]] = []
+    for name, strategy in spec.columns.items():
+        col = table.c[name]
+        if isinstance(strategy, NullStrategy):
+            parts.append(col.is_not(None))
+        elif isinstance(strategy, RedactStrategy):
+            parts.append(sa.and_(col.is_not(None), col != strategy.value))
+        elif isinstance(strategy, MaskEmailStrategy):
+            parts.append(
+                sa.and_(
+                    col.is_not(None),
+                    col != strategy.local,
+                    ~col.startswith(f"{strategy.local}@", autoescape=True),
+                )
+            )
+        else:  # the policy requires a marker for the other strategies
+            return ()
+    return (sa.or_(*parts),)
+
+
+def _archive_table(
+    plan: RulePlan, table: sa.Table, catalog: Catalog, problems: list[SchemaProblem]
+) -> sa.Table | None:
+    spec = plan.rule.archive
+    if spec is None:
+        return None
+    if spec.store not in (None, plan.store_name):
+        problems.append(
+            SchemaProblem(
+                ("archive", "store"),
+                "archiving into another store is not supported yet; archive into a table "
+                "of the same store",
+            )
+        )
+        return None
+    try:
+        archive = catalog.table(spec.table, spec.db_schema)
+    except StoreError as exc:
+        problems.append(SchemaProblem(("archive", "table"), str(exc)))
+        return None
+    missing = [c.name for c in table.columns if c.name not in archive.c]
+    if missing:
+        problems.append(
+            SchemaProblem(
+                ("archive", "table"),
+                f"archive table {_qualified(archive)} lacks columns {', '.join(missing)}",
+            )
+        )
+    return archive
+
+
+def _check_children(
+    plan: RulePlan, table: sa.Table, catalog: Catalog, problems: list[SchemaProblem]
+) -> None:
+    """Deleting parents whose children no rule covers is refused, naming the foreign keys."""
+    if plan.rule.action == "anonymize":
+        return
+    accepted = plan.rule.accept_cascade
+    refusing: list[str] = []
+    for child in catalog.inspector.get_table_names(schema=table.schema):
+        for fk in catalog.inspector.get_foreign_keys(child, schema=table.schema):
+            if fk.get("referred_table") != table.name:
+                continue
+            ondelete = str((fk.get("options") or {}).get("ondelete") or "NO ACTION").upper()
+            name = fk.get("name") or f"{child}({', '.join(fk['constrained_columns'])})"
+            if accepted and ondelete in ("CASCADE", "SET NULL"):
+                continue
+            refusing.append(f"{name} on {child} (ON DELETE {ondelete})")
+    if refusing:
+        problems.append(
+            SchemaProblem(
+                ("table",),
+                f"rows of {_qualified(table)} are referenced by foreign keys "
+                f"{'; '.join(refusing)}: delete the children first with their own rules, "
+                "or set accept_cascade: true when every one is ON DELETE CASCADE / SET NULL",
+            )
+        )
+
+
+def _check_action(
+    plan: RulePlan, table: sa.Table, key: sa.Column[Any] | None, problems: list[SchemaProblem]
+) -> None:
+    """Anonymized columns must exist and must not be keys; the marker must be a timestamp."""
+    spec = plan.rule.anonymize
+    if spec is None:
+        return
+    foreign = {c.parent.name for c in table.foreign_keys}
+    for name in spec.columns:
+        path: tuple[str | int, ...] = ("anonymize", "columns", name)
+        if name not in table.c:
+            problems.append(
+                SchemaProblem(path, f"column {name!r} not found in {_qualified(table)}")
+            )
+        elif key is not None and name == key.name:
+            problems.append(
+                SchemaProblem(path, f"{name!r} is the primary key; it cannot be anonymized")
+            )
+        elif name in foreign:
+            problems.append(
+                SchemaProblem(
+                    path, f"{name!r} is a foreign key (a join key); it cannot be anonymized"
+                )
+            )
+    if spec.marker is not None:
+        path = ("anonymize", "marker")
+        if spec.marker not in table.c:
+            problems.append(
+                SchemaProblem(
+                    path, f"marker column {spec.marker!r} not found in {_qualified(table)}"
+                )
+            )
+        elif time_kind(table.c[spec.marker]) != "datetime":
+            problems.append(
+                SchemaProblem(path, f"marker column {spec.marker!r} must be a DATETIME")
+            )
+
+
+def _condition(col: sa.ColumnElement[Any], cond: Condition, plan: RulePlan, dialect: str) -> Any:
+    def value(v: Any) -> Any:
+        return coerce_value(col, v, plan.store, dialect)
+
+    if cond.op is Op.IS_NULL:
+        return col.is_(None) if cond.value else col.is_not(None)
+    if cond.op in (Op.IN, Op.NOT_IN):
+        assert isinstance(cond.value, tuple)
+        values = [value(v) for v in cond.value]
+        return _in(col, values) if cond.op is Op.IN else sa.not_(_in(col, values))
+    operand = value(cond.value)
+    return {
+        Op.EQ: col == operand,
+        Op.NE: col != operand,
+        Op.LT: col < operand,
+        Op.LTE: col <= operand,
+        Op.GT: col > operand,
+        Op.GTE: col >= operand,
+    }[cond.op]
