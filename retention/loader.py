@@ -106,6 +106,8 @@ def load_text(
         policy = Policy.model_validate(tree)
     except ValidationError as exc:
         issues.extend(_validation_issues(exc, tree, locate))
+    else:
+        issues.extend(locate(path, message) for path, message in policy.semantic_issues())
     issues = _unique_sorted(issues)
     if issues or policy is None:
         raise PolicyError(issues)
@@ -176,6 +178,12 @@ class _TreeReader:
         if isinstance(node, MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
+                if (
+                    key_node.tag == "tag:yaml.org,2002:merge"
+                    or getattr(key_node, "value", None) == "<<"
+                ):
+                    self._issue(key_node, path, "YAML merge keys ('<<') are not supported")
+                    continue
                 key = self._scalar(key_node, path)
                 if key == "<<":
                     self._issue(key_node, path, "YAML merge keys ('<<') are not supported")
@@ -350,7 +358,9 @@ def _validation_issues(exc: ValidationError, tree: Any, locate: Any) -> list[Iss
             message = f"{message} (got {given.get('strategy')!r})"
         if kind == "unknown_store_kind" and isinstance(given, Mapping):
             message = f"{message} (got {given.get('kind')!r})"
-        if kind in {"literal_error", "string_pattern_mismatch"} or kind.endswith("_type"):
+        if kind in {"literal_error", "string_pattern_mismatch"} or kind.endswith(
+            ("_type", "_parsing")
+        ):
             message = f"{message} (got {error.get('input')!r})"
         issues.append(locate(path, message))
     return issues

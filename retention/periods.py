@@ -156,7 +156,7 @@ class Period:
         return " ".join(parts)
 
 
-#: Longest accepted period, in approximate days (a sanity bound: 1000 years).
+#: Longest accepted period, in approximate days (a sanity bound: 1000 Julian years).
 MAX_DAYS = 365_250
 
 
@@ -165,9 +165,9 @@ def parse_period(text: object) -> Period:
     if isinstance(text, Period):
         return text
     period = _parse(text)
+    year = 365.2425
     approx_days = (
-        period.years * 366
-        + period.months * 31
+        (period.years + period.months / 12) * year
         + period.weeks * 7
         + period.days
         + (period.hours * 3600 + period.minutes * 60 + period.seconds) / 86400

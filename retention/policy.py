@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     Tag,
+    ValidationError,
     WithJsonSchema,
     model_validator,
 )
@@ -491,12 +492,14 @@ class AnonymizeSpec(_Model):
 
     columns: dict[Identifier, Strategy] = _doc(
         "Column -> strategy. A bare string names a strategy with default parameters.",
-        {"email": "mask_email", "ip": {"strategy": "truncate_ip", "ipv4_prefix": 24}},
+        {"email": "mask_email", "name": {"strategy": "redact", "value": "[redacted]"}},
         min_length=1,
     )
     marker: Identifier | None = _doc(
-        "Optional timestamp column set when a row is de-identified; rows with it set are "
-        "never rewritten. Required with the 'hash' strategy (hashing twice is not idempotent).",
+        "Timestamp column set when a row is de-identified; rows with it set are never read "
+        "or rewritten again. Required with 'hash' (hashing twice is not idempotent), "
+        "'truncate_ip' and 'generalize' (SQL cannot tell a done row); optional with "
+        "'null', 'redact' and 'mask_email'.",
         "anonymized_at",
         default=None,
     )
@@ -568,6 +571,23 @@ class Batch(_Model):
         if self.time_budget is not None and not self.time_budget.is_fixed:
             raise ValueError("time_budget must be in minutes, hours or days, not months or years")
         return self
+
+
+class BatchOverride(_Model):
+    """A rule's changes to the default batch settings; checked after merging."""
+
+    size: int | None = _doc("Rows in the first batch.", 5000, default=None, ge=1, le=1_000_000)
+    min_size: int | None = _doc("Smallest batch.", 500, default=None, ge=1, le=1_000_000)
+    max_size: int | None = _doc("Largest batch.", 50000, default=None, ge=1, le=1_000_000)
+    target_ms: int | None = _doc(
+        "Target transaction time in milliseconds.", 100, default=None, ge=1, le=60_000
+    )
+    pause_ms: int | None = _doc(
+        "Pause between batches in milliseconds.", 0, default=None, ge=0, le=600_000
+    )
+    time_budget: PeriodType | None = _doc(
+        "Stop the rule's run after this long.", "30 minutes", default=None
+    )
 
 
 class Limits(_Model):
@@ -655,7 +675,7 @@ class Rule(_Model):
     timezone: TimeZoneName | None = _doc(
         "Time zone of the cron schedule; default from 'defaults'.", "Europe/Madrid", default=None
     )
-    batch: Batch | None = _doc(
+    batch: BatchOverride | None = _doc(
         "Batch settings; fields not given come from 'defaults.batch'.",
         {"size": 10000},
         default=None,
@@ -735,7 +755,8 @@ def _as_utc(value: object) -> object:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):
-        return datetime.combine(value, time(), tzinfo=UTC)
+        # A date-only expiry keeps the hold through that whole day (UTC).
+        return datetime.combine(value + timedelta(days=1), time(), tzinfo=UTC)
     return value
 
 
@@ -747,7 +768,8 @@ class Hold(_Model):
         "Why the data must be kept (mandatory).", "Acme v. Example, case 2026-017", min_length=3
     )
     expires: Annotated[datetime | None, BeforeValidator(_as_utc)] = _doc(
-        "When the hold lapses (UTC when no zone is given); default never.",
+        "When the hold lapses (UTC when no zone is given); a date keeps the hold through "
+        "the end of that day. Default: never.",
         "2027-06-30",
         default=None,
     )
@@ -867,7 +889,21 @@ class Policy(_Model):
         ],
         default_factory=list,
     )
-    rules: list[Rule] = _doc("Retention rules.", [{"name": "security-logs-90d"}], min_length=1)
+    rules: list[Rule] = _doc(
+        "Retention rules.",
+        [
+            {
+                "name": "security-logs-90d",
+                "promise": "Security logs: 90 days",
+                "source": {"policy": "InfraUX Privacy Policy", "clause": "8. Data Retention"},
+                "store": "app",
+                "table": "security_logs",
+                "timestamp": "created_at",
+                "period": "90 days",
+            }
+        ],
+        min_length=1,
+    )
 
     def rule(self, name: str) -> Rule:
         """The rule called `name` (KeyError if there is none)."""
@@ -877,8 +913,22 @@ class Policy(_Model):
         raise KeyError(name)
 
     def effective_batch(self, rule: Rule) -> Batch:
-        """`rule`'s batch settings with unset fields taken from the defaults."""
-        return _merge(self.defaults.batch, rule.batch)
+        """`rule`'s batch settings with unset fields taken from the defaults (validated)."""
+        if rule.batch is None:
+            return self.defaults.batch
+        changes = {name: getattr(rule.batch, name) for name in rule.batch.model_fields_set}
+        return Batch.model_validate({**self.defaults.batch.model_dump(), **changes})
+
+    def semantic_issues(self) -> list[tuple[Path, str]]:
+        """Problems visible only once the whole policy is known (merged settings)."""
+        issues: list[tuple[Path, str]] = []
+        for index, rule in enumerate(self.rules):
+            try:
+                self.effective_batch(rule)
+            except ValidationError as exc:
+                message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                issues.append((("rules", index, "batch"), f"with the defaults: {message}"))
+        return issues
 
     def effective_limits(self, rule: Rule) -> Limits:
         """`rule`'s limits with unset fields taken from the defaults."""

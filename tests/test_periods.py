@@ -214,22 +214,15 @@ def test_periods_longer_than_1000_years_are_rejected(text: str) -> None:
     assert str(info.value) == f"period {text!r} is longer than 1000 years"
 
 
-_EXACT_1000_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the bound counts a year as 366 days and a month as 31, so 998 to 1000 "
-    "years (and 12000 months) are rejected as 'longer than 1000 years'",
-)
-
-
 @pytest.mark.parametrize(
     ("text", "cutoff"),
     [
         ("365250 days", datetime(1026, 11, 16, 12, tzinfo=UTC)),
         ("52178 weeks", datetime(1026, 11, 20, 12, tzinfo=UTC)),
-        pytest.param("999 years", datetime(1027, 11, 23, 12, tzinfo=UTC), marks=_EXACT_1000_BUG),
-        pytest.param("1000 years", datetime(1026, 11, 23, 12, tzinfo=UTC), marks=_EXACT_1000_BUG),
-        pytest.param("P1000Y", datetime(1026, 11, 23, 12, tzinfo=UTC), marks=_EXACT_1000_BUG),
-        pytest.param("12000 months", datetime(1026, 11, 23, 12, tzinfo=UTC), marks=_EXACT_1000_BUG),
+        ("999 years", datetime(1027, 11, 23, 12, tzinfo=UTC)),
+        ("1000 years", datetime(1026, 11, 23, 12, tzinfo=UTC)),
+        ("P1000Y", datetime(1026, 11, 23, 12, tzinfo=UTC)),
+        ("12000 months", datetime(1026, 11, 23, 12, tzinfo=UTC)),
     ],
 )
 def test_periods_up_to_1000_years_are_accepted_and_give_a_cutoff(

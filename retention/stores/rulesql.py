@@ -23,10 +23,13 @@ from retention.errors import StoreError
 from retention.filters import Condition, Op
 from retention.planner import RulePlan
 from retention.policy import (
+    GeneralizeStrategy,
+    HashStrategy,
     Hold,
     MaskEmailStrategy,
     NullStrategy,
     RedactStrategy,
+    Strategy,
     TimestampFormat,
 )
 from retention.stores.schema import Catalog, bind_time, coerce_value, time_kind
@@ -489,6 +492,10 @@ def _check_action(
                     path, f"{name!r} is a foreign key (a join key); it cannot be anonymized"
                 )
             )
+        else:
+            why = _strategy_misfit(spec.columns[name], table.c[name])
+            if why:
+                problems.append(SchemaProblem(path, why))
     if spec.marker is not None:
         path = ("anonymize", "marker")
         if spec.marker not in table.c:
@@ -501,6 +508,33 @@ def _check_action(
             problems.append(
                 SchemaProblem(path, f"marker column {spec.marker!r} must be a DATETIME")
             )
+
+
+def _strategy_misfit(strategy: Strategy, col: sa.ColumnElement[Any]) -> str | None:
+    """Why `strategy` cannot write into `col`, if it cannot."""
+    if isinstance(strategy, NullStrategy):
+        nullable = getattr(col, "nullable", True)
+        return None if nullable else f"{col.name!r} is NOT NULL; it cannot be set to NULL"
+    if isinstance(strategy, GeneralizeStrategy):
+        if time_kind(col) in ("datetime", "date"):
+            return None
+        return f"'generalize' needs a date or timestamp column; {col.name!r} is {col.type}"
+    if not isinstance(col.type, sa.String):
+        return f"{strategy.strategy!r} writes text; {col.name!r} is {col.type}"
+    if isinstance(strategy, RedactStrategy):
+        longest = len(strategy.value)
+    elif isinstance(strategy, HashStrategy):
+        longest = strategy.length or 64
+    elif isinstance(strategy, MaskEmailStrategy):
+        longest = len(strategy.local) + 1
+    else:
+        longest = 0  # a truncated address is never longer than the original
+    if col.type.length is not None and longest > col.type.length:
+        return (
+            f"{strategy.strategy!r} may write {longest} characters; {col.name!r} holds "
+            f"{col.type.length}"
+        )
+    return None
 
 
 def _condition(col: sa.ColumnElement[Any], cond: Condition, plan: RulePlan, dialect: str) -> Any:
