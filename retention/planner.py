@@ -64,6 +64,8 @@ class RulePlan:
     holds: tuple[Hold, ...]
     lapsed_holds: tuple[Hold, ...]
     minimums: tuple[AppliedMinimum, ...]
+    #: Legal minimums on every table of the rule's store (children need them too).
+    store_minimums: tuple[AppliedMinimum, ...] = ()
 
     @property
     def name(self) -> str:
@@ -106,10 +108,13 @@ def plan_rule(policy: Policy, rule: Rule, now: datetime) -> RulePlan:
         raise UsageError(f"rule {rule.name}: rules on 'files' stores are not supported yet")
     cutoff = rule.period.before(now)
     scoped = [h for h in policy.holds if h.subjects is not None or h.rule == rule.name]
+    store_minimums = tuple(
+        AppliedMinimum(m, m.period.before(now)) for m in policy.minimums if m.store == rule.store
+    )
     minimums = tuple(
-        AppliedMinimum(m, m.period.before(now))
-        for m in policy.minimums
-        if (m.store, m.db_schema, m.table) == (rule.store, rule.db_schema, rule.table)
+        a
+        for a in store_minimums
+        if (a.minimum.db_schema, a.minimum.table) == (rule.db_schema, rule.table)
     )
     return RulePlan(
         rule=rule,
@@ -125,6 +130,7 @@ def plan_rule(policy: Policy, rule: Rule, now: datetime) -> RulePlan:
         holds=tuple(h for h in scoped if h.active(now)),
         lapsed_holds=tuple(h for h in scoped if not h.active(now)),
         minimums=minimums,
+        store_minimums=store_minimums,
     )
 
 

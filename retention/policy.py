@@ -662,6 +662,13 @@ class Rule(_Model):
         {"table": "invoices_archive"},
         default=None,
     )
+    delete_first: list[Identifier] = _doc(
+        "Child tables (in the same store, each with a foreign key to this table) whose rows "
+        "referencing a batch's parents are deleted first, in this order, in the same "
+        "transaction. A parent with a held child, or a child under a legal minimum, is kept.",
+        ["payments"],
+        default_factory=list,
+    )
     accept_cascade: bool = _doc(
         "Allow deleting rows that other tables reference when every such foreign key is "
         "ON DELETE CASCADE or SET NULL (the database then removes or detaches the children). "
@@ -703,6 +710,8 @@ class Rule(_Model):
                 raise ValueError(f"action '{action}' needs an '{action}' block")
             if self.action != action and block is not None:
                 raise ValueError(f"an '{action}' block is only allowed with action '{action}'")
+        if self.delete_first and self.action == "anonymize":
+            raise ValueError("'delete_first' goes with action 'delete' or 'archive'")
         if self.anonymize is not None:
             keys = set(self.event.join) if self.event else set()
             clash = keys & set(self.anonymize.columns)

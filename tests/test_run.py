@@ -236,3 +236,118 @@ def test_run_refuses_without_the_audit_key(sqlite_url: str, missing: str) -> Non
     loaded = load_text(POLICY.format(url=sqlite_url), "test.yaml", env={})
     with pytest.raises(UsageError, match=missing):
         run_once(loaded, NOW, RunOptions(as_of=NOW), env={})
+
+
+def test_archive_copies_then_deletes_exactly_the_eligible_rows(db_url: str) -> None:
+    _fill(db_url)
+    archive = EVENTS.to_metadata(sa.MetaData(), name="events_archive")
+    engine = sa.create_engine(db_url)
+    archive.create(engine)
+    engine.dispose()
+    events, closed = _rows(db_url)
+    policy = POLICY.format(url=db_url)
+    head, _, _ = policy.partition("holds:\n")
+    policy = head + (
+        "holds:\n"
+        "  - {name: litigation, reason: litigation, subjects: {column: account_id, values: [3, 5]}}\n"
+        "rules:\n"
+        "  - name: archive-90d\n"
+        "    promise: archive debug events after 90 days\n"
+        "    source: {policy: test, clause: '5'}\n"
+        "    store: app\n"
+        "    table: events\n"
+        "    timestamp: created_at\n"
+        "    period: 90 days\n"
+        "    where: {kind: {in: [debug, login]}}\n"
+        "    action: archive\n"
+        "    archive: {table: events_archive}\n"
+        "    batch: {size: 13, min_size: 5, max_size: 20}\n"
+    )
+    report = _run(db_url, policy)
+    assert report.exit_code == 0, [o.error for o in report.outcomes]
+    after, _ = _rows(db_url)
+    min_cut = _naive(NOW - timedelta(days=150))
+    expected_gone = {
+        k
+        for k, e in events.items()
+        if e["created_at"] is not None
+        and e["created_at"] < min_cut
+        and e["kind"] in ("debug", "login")
+        and e["account_id"] not in HELD_ACCOUNTS
+    }
+    assert set(events) - set(after) == expected_gone
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        archived = {r.id: r._asdict() for r in conn.execute(sa.select(archive))}
+    engine.dispose()
+    assert archived == {k: events[k] for k in expected_gone}
+    assert report.outcomes[0].rows == len(expected_gone) > 20
+
+
+def test_delete_first_removes_children_and_keeps_parents_with_protected_children(
+    db_url: str,
+) -> None:
+    meta = sa.MetaData()
+    parent = sa.Table(
+        "inv",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("account_id", sa.Integer, nullable=False),
+        sa.Column("issued_at", sa.DateTime, nullable=False, index=True),
+    )
+    child = sa.Table(
+        "pay",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("inv_id", sa.Integer, sa.ForeignKey("inv.id", name="pay_inv_fk"), index=True),
+        sa.Column("account_id", sa.Integer, nullable=False),
+        sa.Column("paid_at", sa.DateTime, nullable=True),
+    )
+    old = _naive(NOW - timedelta(days=500))
+    recent = _naive(NOW - timedelta(days=10))
+    engine = sa.create_engine(db_url)
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            parent.insert(),
+            [{"id": i, "account_id": i, "issued_at": old} for i in range(1, 7)],
+        )
+        conn.execute(
+            child.insert(),
+            [
+                {"id": 10, "inv_id": 1, "account_id": 1, "paid_at": old},  # deletable
+                {"id": 11, "inv_id": 1, "account_id": 1, "paid_at": old},  # deletable
+                {"id": 20, "inv_id": 2, "account_id": 2, "paid_at": recent},  # under minimum
+                {"id": 30, "inv_id": 3, "account_id": 3, "paid_at": old},  # held subject
+                {"id": 40, "inv_id": 4, "account_id": 4, "paid_at": None},  # unknown age: kept
+            ],
+        )
+    engine.dispose()
+    policy = f"""\
+version: 1
+stores: {{app: {{url: "{db_url}"}}}}
+minimums:
+  - {{name: pay-90d, reason: "tax", store: app, table: pay, timestamp: paid_at, period: 90 days}}
+holds:
+  - {{name: h, reason: "litigation", subjects: {{column: account_id, values: [3]}}}}
+rules:
+  - name: invoices-1y
+    promise: "invoices 1 year"
+    source: {{policy: t, clause: "1"}}
+    store: app
+    table: inv
+    timestamp: issued_at
+    period: 1 year
+    delete_first: [pay]
+"""
+    report = _run(db_url, policy)
+    assert report.exit_code == 0, report.outcomes[0].error
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        parents = sorted(r[0] for r in conn.execute(sa.select(parent.c.id)))
+        children = sorted(r[0] for r in conn.execute(sa.select(child.c.id)))
+    engine.dispose()
+    assert parents == [2, 3, 4]
+    assert children == [20, 30, 40]
+    audit = _audit_rows(db_url)
+    assert sorted((r["table_name"], r["rows"]) for r in audit) == [("inv", 3), ("pay", 2)]

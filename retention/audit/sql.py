@@ -46,7 +46,9 @@ class AuditTables:
             sa.Column("error", sa.Text),
             sa.Column("prev_hash", sa.String(64), nullable=False),
             sa.Column("hash", sa.String(64), nullable=False),
-            sa.UniqueConstraint("run_id", "rule", "batch", name=f"{prefix}audit_batch_uq"),
+            sa.UniqueConstraint(
+                "run_id", "rule", "table_name", "batch", name=f"{prefix}audit_batch_uq"
+            ),
         )
         self.head = sa.Table(
             f"{prefix}audit_head",

@@ -68,6 +68,10 @@ class PurgeOptions:
     wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
+#: Keys per ``IN (...)`` list when deleting children (SQLite allows 32766 parameters).
+_IN_CHUNK = 1000
+
+
 def _next_size(batch: Batch, size: int, seconds: float) -> int:
     """Adapt the batch size toward the target transaction time, within bounds."""
     target = batch.target_ms / 1000
@@ -112,7 +116,12 @@ def purge(sql: RuleSql, conn: sa.Connection, options: PurgeOptions) -> RuleResul
             ).scalar()
             if upto is None:
                 upto = last
-            rows, keys = _apply(sql, conn, options, after, upto, started_at)
+            rows, keys, child_rows = _apply(sql, conn, options, after, upto, started_at)
+            for child_table, deleted in child_rows:
+                child_record = _record(
+                    sql, options, result.batches + 1, child_table, deleted, keys, started_at
+                )
+                append(conn, options.audit, child_record)
             if rows:
                 record = BatchRecord(
                     run_id=options.run_id,
@@ -150,6 +159,38 @@ def purge(sql: RuleSql, conn: sa.Connection, options: PurgeOptions) -> RuleResul
     return result
 
 
+def _record(
+    sql: RuleSql,
+    options: PurgeOptions,
+    batch: int,
+    table: str,
+    rows: int,
+    parent_keys: list[Any],
+    started_at: datetime,
+) -> BatchRecord:
+    """The audit record of child rows deleted ahead of a batch's parents (keys: the parents')."""
+    plan = sql.plan
+    return BatchRecord(
+        run_id=options.run_id,
+        rule=plan.rule.name,
+        rule_hash=options.rule_hash,
+        store=plan.store_name,
+        table_name=table,
+        action="delete",
+        cutoff=plan.cutoff,
+        batch=batch,
+        rows=rows,
+        key_min=_key_text(parent_keys[0]) if parent_keys else None,
+        key_max=_key_text(parent_keys[-1]) if parent_keys else None,
+        key_digest=key_digest(parent_keys, options.digest_key),
+        started_at=started_at,
+        committed_at=options.wall_clock(),
+        host=options.host,
+        dry_run=False,
+        outcome="committed",
+    )
+
+
 def _apply(
     sql: RuleSql,
     conn: sa.Connection,
@@ -157,20 +198,30 @@ def _apply(
     after: Any,
     upto: Any,
     now: datetime,
-) -> tuple[int, list[Any]]:
-    """Delete or rewrite the eligible rows in (`after`, `upto`]; return (rows, their keys)."""
+) -> tuple[int, list[Any], list[tuple[str, int]]]:
+    """Delete or rewrite the eligible rows in (`after`, `upto`]; return (rows, their keys,
+    rows deleted from each child table first)."""
     first = after is None
     bounds = {"after": after, "upto": upto}
     action = sql.plan.rule.action
     if action == "anonymize":
-        return _anonymize(sql, conn, options, first, bounds, now)
+        rows, keys = _anonymize(sql, conn, options, first, bounds, now)
+        return rows, keys, []
     keys = [row[0] for row in conn.execute(sql.select_keys(first=first), bounds)]
     if not keys:
-        return 0, []
+        return 0, [], []
+    child_rows: list[tuple[str, int]] = []
+    for child in sql.children:
+        deleted_children = 0
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[start : start + _IN_CHUNK]
+            deleted_children += conn.execute(child.delete_for(chunk)).rowcount
+        if deleted_children:
+            child_rows.append((child.table.name, deleted_children))
     if action == "archive":
         conn.execute(sql.archive_batch(first=first), bounds)
     deleted = conn.execute(sql.delete_batch(first=first), bounds).rowcount
-    return deleted, keys
+    return deleted, keys, child_rows
 
 
 def _anonymize(

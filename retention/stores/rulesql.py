@@ -56,6 +56,18 @@ class RuleSchemaError(StoreError):
         super().__init__(f"rule {rule}: " + "; ".join(p.message for p in problems))
 
 
+@dataclass(frozen=True, slots=True)
+class ChildSql:
+    """A child table whose rows referencing a batch's parents are deleted first."""
+
+    table: sa.Table
+    column: sa.Column[Any]
+
+    def delete_for(self, keys: Sequence[Any]) -> sa.Delete:
+        """Delete the child rows that reference the parent `keys`."""
+        return sa.delete(self.table).where(self.column.in_(keys))
+
+
 @dataclass(frozen=True)
 class RuleSql:
     """The statements and predicates of one rule, bound to reflected tables."""
@@ -75,6 +87,7 @@ class RuleSql:
     warnings: tuple[SchemaProblem, ...]
     pending: tuple[sa.ColumnElement[bool], ...] = ()
     archive_table: sa.Table | None = None
+    children: tuple[ChildSql, ...] = ()
 
     @property
     def not_held(self) -> sa.ColumnElement[bool]:
@@ -359,6 +372,7 @@ def compile_rule(plan: RulePlan, catalog: Catalog) -> RuleSql:
     _check_action(plan, table, key, problems)
     pending = _pending(plan, table)
     archive_table = _archive_table(plan, table, catalog, problems)
+    children = _children(plan, table, key, catalog, problems, held)
     _check_children(plan, table, catalog, problems)
 
     if problems or key is None or expired is None or age is None:
@@ -379,7 +393,75 @@ def compile_rule(plan: RulePlan, catalog: Catalog) -> RuleSql:
         warnings=tuple(warnings),
         pending=pending,
         archive_table=archive_table,
+        children=children,
     )
+
+
+def _children(
+    plan: RulePlan,
+    table: sa.Table,
+    key: sa.Column[Any] | None,
+    catalog: Catalog,
+    problems: list[SchemaProblem],
+    held: list[sa.ColumnElement[bool]],
+) -> tuple[ChildSql, ...]:
+    """Reflect `delete_first` children; a parent with a protected child counts as held."""
+    out: list[ChildSql] = []
+    for index, name in enumerate(plan.rule.delete_first):
+        path: tuple[str | int, ...] = ("delete_first", index)
+        try:
+            child = catalog.table(name, table.schema)
+        except StoreError as exc:
+            problems.append(SchemaProblem(path, str(exc)))
+            continue
+        links = [
+            fk
+            for fk in child.foreign_keys
+            if fk.column.table.name == table.name and key is not None and fk.column.name == key.name
+        ]
+        if len(links) != 1:
+            problems.append(
+                SchemaProblem(
+                    path,
+                    f"{_qualified(child)} needs exactly one foreign key to "
+                    f"{_qualified(table)}'s primary key (found {len(links)})",
+                )
+            )
+            continue
+        column = links[0].parent
+        protected: list[sa.ColumnElement[bool]] = []
+        for hold in plan.holds:
+            if hold.subjects is not None:
+                subject = hold.subjects.column_for(child.name)
+                if subject in child.c:
+                    col = child.c[subject]
+                    values = [
+                        coerce_value(col, v, plan.store, catalog.dialect)
+                        for v in hold.subjects.values
+                    ]
+                    protected.append(sa.and_(col.is_not(None), _in(col, values)))
+        for applied in plan.store_minimums:
+            minimum = applied.minimum
+            if (minimum.db_schema, minimum.table) != (child.schema, child.name):
+                continue
+            min_col = child.c.get(minimum.timestamp.column)
+            if min_col is None:
+                problems.append(
+                    SchemaProblem(
+                        path,
+                        f"minimum {minimum.name!r}: no column "
+                        f"{minimum.timestamp.column!r} in {_qualified(child)}",
+                    )
+                )
+                continue
+            bound = bind_time(
+                min_col, minimum.timestamp.format, applied.cutoff, plan.store, catalog.dialect
+            )
+            protected.append(sa.or_(min_col.is_(None), min_col >= bound))
+        if protected and key is not None:
+            held.append(sa.exists().where(column == key, sa.or_(*protected)))
+        out.append(ChildSql(child, column))
+    return tuple(out)
 
 
 def _pending(plan: RulePlan, table: sa.Table) -> tuple[sa.ColumnElement[bool], ...]:
@@ -449,6 +531,8 @@ def _check_children(
     accepted = plan.rule.accept_cascade
     refusing: list[str] = []
     for child in catalog.inspector.get_table_names(schema=table.schema):
+        if child in plan.rule.delete_first:
+            continue
         for fk in catalog.inspector.get_foreign_keys(child, schema=table.schema):
             if fk.get("referred_table") != table.name:
                 continue
@@ -462,8 +546,8 @@ def _check_children(
             SchemaProblem(
                 ("table",),
                 f"rows of {_qualified(table)} are referenced by foreign keys "
-                f"{'; '.join(refusing)}: delete the children first with their own rules, "
-                "or set accept_cascade: true when every one is ON DELETE CASCADE / SET NULL",
+                f"{'; '.join(refusing)}: list the child tables in delete_first, or set "
+                "accept_cascade: true when every one is ON DELETE CASCADE / SET NULL",
             )
         )
 
