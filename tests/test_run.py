@@ -244,12 +244,14 @@ def test_archive_copies_then_deletes_exactly_the_eligible_rows(db_url: str) -> N
     engine = sa.create_engine(db_url)
     archive.create(engine)
     engine.dispose()
-    events, closed = _rows(db_url)
+    events, _ = _rows(db_url)
     policy = POLICY.format(url=db_url)
     head, _, _ = policy.partition("holds:\n")
     policy = head + (
         "holds:\n"
-        "  - {name: litigation, reason: litigation, subjects: {column: account_id, values: [3, 5]}}\n"
+        "  - name: litigation\n"
+        "    reason: litigation\n"
+        "    subjects: {column: account_id, values: [3, 5]}\n"
         "rules:\n"
         "  - name: archive-90d\n"
         "    promise: archive debug events after 90 days\n"
