@@ -353,3 +353,72 @@ rules:
     assert children == [20, 30, 40]
     audit = _audit_rows(db_url)
     assert sorted((r["table_name"], r["rows"]) for r in audit) == [("inv", 3), ("pay", 2)]
+
+
+def test_a_composite_primary_key_is_walked_as_a_row_value(db_url: str) -> None:
+    meta = sa.MetaData()
+    member = sa.Table(
+        "member",
+        meta,
+        sa.Column("account_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("group_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("email", sa.String(100), nullable=True),
+        sa.Column("joined_at", sa.DateTime, nullable=False, index=True),
+    )
+    rows = [
+        {
+            "account_id": a,
+            "group_id": g,
+            "email": f"user{a}.{g}@Example.com",
+            "joined_at": _naive(NOW - timedelta(days=(a * 7 + g * 13) % 400)),
+        }
+        for a in range(1, 30)
+        for g in range(1, 6)
+    ]
+    engine = sa.create_engine(db_url)
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(member.insert(), rows)
+    engine.dispose()
+    policy = f"""\
+version: 1
+stores: {{app: {{url: "{db_url}"}}}}
+holds:
+  - {{name: h, reason: "litigation", subjects: {{column: account_id, values: [3]}}}}
+defaults:
+  batch: {{size: 4, min_size: 2, max_size: 6}}
+rules:
+  - name: mask-90d
+    promise: "mask member e-mails after 90 days"
+    source: {{policy: t, clause: "1"}}
+    store: app
+    table: member
+    timestamp: joined_at
+    period: 90 days
+    action: anonymize
+    anonymize: {{columns: {{email: mask_email}}}}
+  - name: members-180d
+    promise: "members 180 days"
+    source: {{policy: t, clause: "2"}}
+    store: app
+    table: member
+    timestamp: joined_at
+    period: 180 days
+"""
+    report = _run(db_url, policy)
+    assert report.exit_code == 0, [o.error for o in report.outcomes]
+    cut90, cut180 = _naive(NOW - timedelta(days=90)), _naive(NOW - timedelta(days=180))
+    expected = {}
+    for r in rows:
+        key = (r["account_id"], r["group_id"])
+        if r["account_id"] == 3 or r["joined_at"] >= cut90:
+            expected[key] = r["email"]
+        elif r["joined_at"] >= cut180:
+            expected[key] = "redacted@example.com"
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        actual = {(r.account_id, r.group_id): r.email for r in conn.execute(sa.select(member))}
+    engine.dispose()
+    assert actual == expected
+    assert report.outcomes[0].result is not None
+    assert report.outcomes[0].result.batches > 5

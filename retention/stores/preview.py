@@ -77,7 +77,7 @@ _BATCH_PARAMS = ("after", "upto", "last", "skip", "key_value")
 def _statement(step: str, stmt: sa.ClauseElement, dialect: sa.Dialect) -> Statement:
     compiled = stmt.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)
-    per_batch = {n for n in compiled.params if n in _BATCH_PARAMS or n.startswith("new_")}
+    per_batch = {n for n in compiled.params if n.startswith(_BATCH_PARAMS) or n.startswith("new_")}
     expanded = compiled.construct_expanded_state(dict.fromkeys(per_batch))
     params = {
         k: PER_BATCH if k in per_batch else _json_value(v) for k, v in expanded.parameters.items()

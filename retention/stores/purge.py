@@ -94,9 +94,10 @@ def purge(sql: RuleSql, conn: sa.Connection, options: PurgeOptions) -> RuleResul
     )
 
     with conn.begin():
-        last = conn.execute(sql.last_key()).scalar()
-    if last is None:
+        found = conn.execute(sql.last_key()).first()
+    if found is None:
         return result
+    last = sql.key_value(found)
 
     after: Any = None
     size = plan.batch.size
@@ -110,12 +111,13 @@ def purge(sql: RuleSql, conn: sa.Connection, options: PurgeOptions) -> RuleResul
         batch_started = time.monotonic()
         started_at = options.wall_clock()
         with conn.begin():
-            upto = conn.execute(
-                sql.next_bound(first=after is None),
-                {"after": after, "last": last, "skip": size - 1},
-            ).scalar()
-            if upto is None:
-                upto = last
+            params = {
+                **sql.key_params("last", last),
+                **({} if after is None else sql.key_params("after", after)),
+                "skip": size - 1,
+            }
+            bound = conn.execute(sql.next_bound(first=after is None), params).first()
+            upto = last if bound is None else sql.key_value(bound)
             rows, keys, child_rows = _apply(sql, conn, options, after, upto, started_at)
             for child_table, deleted in child_rows:
                 child_record = _record(
@@ -202,12 +204,15 @@ def _apply(
     """Delete or rewrite the eligible rows in (`after`, `upto`]; return (rows, their keys,
     rows deleted from each child table first)."""
     first = after is None
-    bounds = {"after": after, "upto": upto}
+    bounds = {
+        **sql.key_params("upto", upto),
+        **({} if first else sql.key_params("after", after)),
+    }
     action = sql.plan.rule.action
     if action == "anonymize":
         rows, keys = _anonymize(sql, conn, options, first, bounds, now)
         return rows, keys, []
-    keys = [row[0] for row in conn.execute(sql.select_keys(first=first), bounds)]
+    keys = [sql.key_value(row) for row in conn.execute(sql.select_keys(first=first), bounds)]
     if not keys:
         return 0, [], []
     child_rows: list[tuple[str, int]] = []
@@ -238,17 +243,19 @@ def _anonymize(
     rows = conn.execute(sql.select_batch(columns, first=first), bounds).all()
     updates: list[dict[str, Any]] = []
     keys: list[Any] = []
+    width = len(sql.keys)
     for row in rows:
-        current = dict(zip(columns, row[1:], strict=True))
+        current = dict(zip(columns, row[width:], strict=True))
         if spec.marker is None and all(is_anonymized(spec.columns[c], current[c]) for c in columns):
             continue
         new = anonymize_row(spec.columns, current, keys=options.hash_keys)
         params = {f"new_{c}": v for c, v in new.items()}
         if spec.marker is not None:
             params[f"new_{spec.marker}"] = now.replace(tzinfo=None)
-        params["key_value"] = row[0]
+        key = sql.key_value(row)
+        params.update(sql.key_params("key_value", key))
         updates.append(params)
-        keys.append(row[0])
+        keys.append(key)
     if not updates:
         return 0, []
     written = list(spec.columns) + ([spec.marker] if spec.marker else [])

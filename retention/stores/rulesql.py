@@ -74,7 +74,7 @@ class RuleSql:
 
     plan: RulePlan
     table: sa.Table
-    key: sa.Column[Any]
+    keys: tuple[sa.Column[Any], ...]
     expired: sa.ColumnElement[bool]
     scope: tuple[sa.ColumnElement[bool], ...]
     held: tuple[sa.ColumnElement[bool], ...]
@@ -129,35 +129,69 @@ class RuleSql:
         """All rows of the table (for the max_fraction limit)."""
         return sa.select(sa.func.count()).select_from(self.table)
 
+    @property
+    def key(self) -> sa.Column[Any]:
+        """The primary key column of a single-column key."""
+        if len(self.keys) != 1:
+            raise ValueError(f"{_qualified(self.table)} has a composite primary key")
+        return self.keys[0]
+
+    def key_params(self, name: str, value: Any) -> dict[str, Any]:
+        """Bind parameters for a key value (a tuple for composite keys)."""
+        if len(self.keys) == 1:
+            return {name: value}
+        return {f"{name}_{i}": part for i, part in enumerate(value)}
+
+    def key_value(self, row: Sequence[Any]) -> Any:
+        """The key of a result row whose first columns are the key columns."""
+        return row[0] if len(self.keys) == 1 else tuple(row[: len(self.keys)])
+
+    def _compare(self, op: str, name: str) -> sa.ColumnElement[bool]:
+        """``key OP :name``; a row-value comparison for composite keys (index-friendly on
+        PostgreSQL, SQLite and MariaDB)."""
+        if len(self.keys) == 1:
+            left: Any = self.keys[0]
+            right: Any = sa.bindparam(name, type_=self.keys[0].type)
+        else:
+            left = sa.tuple_(*self.keys)
+            right = sa.tuple_(
+                *(sa.bindparam(f"{name}_{i}", type_=k.type) for i, k in enumerate(self.keys))
+            )
+        comparisons: dict[str, sa.ColumnElement[bool]] = {
+            ">": left > right,
+            "<=": left <= right,
+            "=": left == right,
+        }
+        return comparisons[op]
+
     def _range(self, first: bool) -> sa.ColumnElement[bool]:
-        upper = self.key <= sa.bindparam("upto", type_=self.key.type)
-        if first:
-            return upper
-        return sa.and_(self.key > sa.bindparam("after", type_=self.key.type), upper)
+        upper = self._compare("<=", "upto")
+        return upper if first else sa.and_(self._compare(">", "after"), upper)
 
     def last_key(self) -> AnySelect:
         """The largest eligible key: the upper bound of every batch of the run."""
-        return sa.select(sa.func.max(self.key)).where(self.eligible)
+        return (
+            sa.select(*self.keys)
+            .where(self.eligible)
+            .order_by(*(k.desc() for k in self.keys))
+            .limit(1)
+        )
 
     def next_bound(self, first: bool = False) -> AnySelect:
         """The key that ends the next batch: the `skip`+1-th eligible key after `after`
         (from the start when `first`), not beyond `last`."""
-        lower = () if first else (self.key > sa.bindparam("after", type_=self.key.type),)
+        lower = () if first else (self._compare(">", "after"),)
         return (
-            sa.select(self.key)
-            .where(
-                *lower,
-                self.key <= sa.bindparam("last", type_=self.key.type),
-                self.eligible,
-            )
-            .order_by(self.key)
+            sa.select(*self.keys)
+            .where(*lower, self._compare("<=", "last"), self.eligible)
+            .order_by(*self.keys)
             .limit(1)
             .offset(sa.bindparam("skip", type_=sa.Integer))
         )
 
     def select_keys(self, first: bool = False) -> AnySelect:
         """The eligible keys in the key range (`after`, `upto`], in order."""
-        return sa.select(self.key).where(self._range(first), self.eligible).order_by(self.key)
+        return sa.select(*self.keys).where(self._range(first), self.eligible).order_by(*self.keys)
 
     def delete_batch(self, first: bool = False) -> sa.Delete:
         """Delete the eligible rows in the key range (`after`, `upto`]."""
@@ -171,19 +205,19 @@ class RuleSql:
         return sa.insert(self.archive_table).from_select(names, rows)
 
     def select_batch(self, columns: Sequence[str], first: bool = False) -> AnySelect:
-        """Read key and `columns` of the eligible rows in (`after`, `upto`]."""
+        """Read the key and `columns` of the eligible rows in (`after`, `upto`]."""
         return (
-            sa.select(self.key, *(self.table.c[name] for name in columns))
+            sa.select(*self.keys, *(self.table.c[name] for name in columns))
             .where(self._range(first), self.eligible)
-            .order_by(self.key)
+            .order_by(*self.keys)
         )
 
     def update_row(self, columns: Sequence[str]) -> sa.Update:
-        """Rewrite `columns` of one row (`key_value`), re-checking eligibility."""
+        """Rewrite `columns` of one row (key `key_value`), re-checking eligibility."""
         values: dict[str, Any] = {name: sa.bindparam(f"new_{name}") for name in columns}
         return (
             sa.update(self.table)
-            .where(self.key == sa.bindparam("key_value", type_=self.key.type), self.eligible)
+            .where(self._compare("=", "key_value"), self.eligible)
             .values(values)
         )
 
@@ -194,7 +228,8 @@ def _in(col: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[b
     SQLAlchemy's default "expanding" IN parameter cannot be used with executemany,
     which the anonymize batches use.
     """
-    return col.in_([sa.bindparam(None, v, type_=col.type) for v in values])
+    name = getattr(col, "name", None) or "value"
+    return col.in_([sa.bindparam(name, v, type_=col.type, unique=True) for v in values])
 
 
 def _all(parts: Sequence[sa.ColumnElement[bool]]) -> sa.ColumnElement[bool]:
@@ -286,16 +321,12 @@ def compile_rule(plan: RulePlan, catalog: Catalog) -> RuleSql:
                 problems.append(SchemaProblem((*path, cond.column), str(exc)))
         return out
 
-    key: sa.Column[Any] | None = None
-    pk = list(table.primary_key.columns)
-    if len(pk) == 1:
-        key = pk[0]
-    else:
-        what = "no primary key" if not pk else "a composite primary key"
+    keys = tuple(table.primary_key.columns)
+    key: sa.Column[Any] | None = keys[0] if len(keys) == 1 else None
+    if not keys:
         problems.append(
             SchemaProblem(
-                ("table",),
-                f"{_qualified(table)} has {what}; batches walk a single-column primary key",
+                ("table",), f"{_qualified(table)} has no primary key; batches walk the key"
             )
         )
 
@@ -375,12 +406,12 @@ def compile_rule(plan: RulePlan, catalog: Catalog) -> RuleSql:
     children = _children(plan, table, key, catalog, problems, held)
     _check_children(plan, table, catalog, problems)
 
-    if problems or key is None or expired is None or age is None:
+    if problems or not keys or expired is None or age is None:
         raise RuleSchemaError(rule.name, problems or [SchemaProblem((), "cannot compile rule")])
     return RuleSql(
         plan=plan,
         table=table,
-        key=key,
+        keys=keys,
         expired=expired,
         scope=tuple(scope),
         held=tuple(held),
@@ -566,7 +597,7 @@ def _check_action(
             problems.append(
                 SchemaProblem(path, f"column {name!r} not found in {_qualified(table)}")
             )
-        elif key is not None and name == key.name:
+        elif name in {c.name for c in table.primary_key.columns}:
             problems.append(
                 SchemaProblem(path, f"{name!r} is the primary key; it cannot be anonymized")
             )
