@@ -41,7 +41,8 @@ def _rule_document(est: RuleEstimate) -> dict[str, Any]:
         "store": plan.store_name,
         "table": f"{rule.db_schema}.{rule.table}" if rule.db_schema else rule.table,
         "action": rule.action,
-        "path": "batched",
+        "path": est.path,
+        "partitions": [{"name": n, "rows": r} for n, r in est.partitions],
         "period": str(rule.period),
         "clock": (
             {"column": rule.timestamp.column, "format": rule.timestamp.format}

@@ -382,7 +382,7 @@ def test_dockerfile_healthcheck_validates_the_mounted_policy(
     ]
 
 
-def test_dockerfile_downloads_nothing_with_add_and_copies_only_the_wheel_sources(
+def test_dockerfile_uses_no_add_and_copies_only_the_wheel_sources(
     dockerfile: list[tuple[str, str]],
 ) -> None:
     assert _args(dockerfile, "ADD") == [], "ADD fetches URLs and unpacks archives: use COPY"

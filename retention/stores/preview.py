@@ -19,6 +19,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from retention.errors import StoreError
 from retention.planner import Plan, RulePlan, limit_breach
+from retention.stores.partitions import droppable_partitions
 from retention.stores.rulesql import RuleSchemaError, RuleSql, compile_rule
 from retention.stores.schema import Catalog, from_db_time
 from retention.stores.sql import read_only
@@ -52,6 +53,13 @@ class RuleEstimate:
     warnings: tuple[str, ...] = ()
     error: str | None = None
     limit_exceeded: str | None = field(default=None)
+    #: Whole partitions a run would detach and drop: (name, rows).
+    partitions: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def path(self) -> str:
+        """How the rule's rows go: 'partitions+batched' or 'batched'."""
+        return "partitions+batched" if self.partitions else "batched"
 
     @property
     def estimated_batches(self) -> int:
@@ -119,6 +127,7 @@ def _estimate(plan: RulePlan, catalog: Catalog) -> RuleEstimate:
     table_rows = _int(catalog.conn.execute(sql.table_rows()).scalar())
     candidates, not_held, affected = _int(row.candidates), _int(row.not_held), _int(row.affected)
     oldest = from_db_time(row.oldest, sql.age_column, sql.age_format, plan.store, catalog.dialect)
+    partitions = tuple((p.name, rows) for p, rows in droppable_partitions(sql, catalog.conn))
     return RuleEstimate(
         plan=plan,
         candidates=candidates,
@@ -132,6 +141,7 @@ def _estimate(plan: RulePlan, catalog: Catalog) -> RuleEstimate:
         skipped_holds=tuple((h.name, why) for h, why in sql.skipped_holds),
         warnings=tuple(w.message for w in sql.warnings),
         limit_exceeded=limit_breach(plan.limits, affected, table_rows),
+        partitions=partitions,
     )
 
 

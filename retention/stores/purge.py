@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from retention.anonymize import anonymize_row, is_anonymized
 from retention.audit.records import BatchRecord, key_digest
 from retention.audit.sql import AuditTables, append
 from retention.policy import Batch
+from retention.stores.partitions import Partition, drop_partition, droppable_partitions
 from retention.stores.rulesql import RuleSql
 
 __all__ = ["BatchDone", "PurgeOptions", "RuleResult", "purge"]
@@ -51,6 +52,7 @@ class RuleResult:
     seconds: float = 0.0
     stopped: str | None = None
     longest_batch: float = 0.0
+    partitions: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ def purge(sql: RuleSql, conn: sa.Connection, options: PurgeOptions) -> RuleResul
         plan.batch.time_budget.as_timedelta().total_seconds() if plan.batch.time_budget else None
     )
 
+    _drop_partitions(sql, conn, options, result)
     with conn.begin():
         found = conn.execute(sql.last_key()).first()
     if found is None:
@@ -159,6 +162,48 @@ def purge(sql: RuleSql, conn: sa.Connection, options: PurgeOptions) -> RuleResul
             time.sleep(plan.batch.pause_ms / 1000)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _drop_partitions(
+    sql: RuleSql, conn: sa.Connection, options: PurgeOptions, result: RuleResult
+) -> None:
+    """Drop whole partitions past the cutoff first (PostgreSQL range partitions)."""
+    with conn.begin():
+        candidates = droppable_partitions(sql, conn)
+    for part, _rows in candidates:
+        if options.should_stop():
+            return
+        started = time.monotonic()
+        started_at = options.wall_clock()
+        batch = result.batches + 1
+
+        def audit(
+            rows: int, part: Partition = part, batch: int = batch, started_at: datetime = started_at
+        ) -> None:
+            record = _record(sql, options, batch, part.name, rows, [], started_at)
+            append(
+                conn,
+                options.audit,
+                replace(
+                    record,
+                    action="drop_partition",
+                    key_min=_key_text(part.low),
+                    key_max=_key_text(part.high),
+                    key_digest=None,
+                ),
+            )
+
+        dropped = drop_partition(sql, conn, part, audit)
+        if dropped is None:
+            continue
+        seconds = time.monotonic() - started
+        result.batches += 1
+        result.partitions += 1
+        result.rows += dropped
+        result.longest_batch = max(result.longest_batch, seconds)
+        options.on_batch(
+            BatchDone(sql.plan.rule.name, result.batches, dropped, 0, seconds, part.low, part.high)
+        )
 
 
 def _record(
