@@ -3,6 +3,7 @@ with their row counts); a partition holding a held row is purged row by row inst
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -42,7 +43,7 @@ def _create(url: str) -> None:
         )
         conn.exec_driver_sql("CREATE INDEX ON pevents (created_at)")
         bounds = [*MONTHS, "2025-07"]
-        for low, high in zip(bounds, bounds[1:], strict=False):
+        for low, high in itertools.pairwise(bounds):
             name = "pevents_" + low.replace("-", "_")
             conn.exec_driver_sql(
                 f"CREATE TABLE {name} PARTITION OF pevents "
@@ -98,7 +99,8 @@ def test_whole_expired_partitions_are_dropped_and_the_rest_purged(postgres_url: 
         tables = {
             r[0]
             for r in conn.exec_driver_sql(
-                "SELECT relname FROM pg_class WHERE starts_with(relname::text, 'pevents_') AND relkind = 'r'"
+                "SELECT relname FROM pg_class "
+                "WHERE starts_with(relname::text, 'pevents_') AND relkind = 'r'"
             )
         }
         records = conn.execute(sa.select(audit.records)).all()

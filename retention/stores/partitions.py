@@ -109,10 +109,13 @@ def _inside(sql: RuleSql, part: Partition) -> sa.ColumnElement[bool]:
 
 def droppable_partitions(sql: RuleSql, conn: sa.Connection) -> list[tuple[Partition, int]]:
     """Partitions wholly past the cutoff in which every row is eligible, with their rows."""
+    partitions = range_partitions(sql, conn)
+    if not partitions:
+        return []
     column = sql.table.c[sql.plan.rule.age_column]
     cutoff = bind_time(column, "datetime", sql.plan.cutoff, sql.plan.store, "postgresql")
     out = []
-    for part in range_partitions(sql, conn):
+    for part in partitions:
         if not isinstance(part.high, datetime) or part.high > _comparable(part.high, cutoff):
             continue
         keep = conn.execute(
