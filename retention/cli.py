@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,8 +154,19 @@ def run(
     from retention.progress import run_with_progress
 
     loaded = _load(config)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        # Only set a flag: the run stops at the next batch boundary (a second signal too).
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     report = run_with_progress(
-        loaded, datetime.now(UTC), RunOptions(rules=rules, force=force, max_rows=max_rows)
+        loaded,
+        datetime.now(UTC),
+        RunOptions(rules=rules, force=force, max_rows=max_rows),
+        should_stop=stop.is_set,
     )
     sys.exit(report.exit_code)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import datetime
 
 from rich.console import Console
@@ -27,10 +28,15 @@ from retention.stores.purge import BatchDone
 __all__ = ["run_with_progress"]
 
 
-def run_with_progress(loaded: LoadedPolicy, local_now: datetime, options: RunOptions) -> RunReport:
+def run_with_progress(
+    loaded: LoadedPolicy,
+    local_now: datetime,
+    options: RunOptions,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RunReport:
     """`run_once` with progress shown on a terminal, or one log line per batch and rule."""
     if sys.stdout.isatty():
-        return _interactive(loaded, local_now, options)
+        return _interactive(loaded, local_now, options, should_stop)
     configure(json=True)
     log = get_logger(policy=loaded.file)
     cutoffs: dict[str, str | None] = {}
@@ -70,7 +76,13 @@ def run_with_progress(loaded: LoadedPolicy, local_now: datetime, options: RunOpt
         )
 
     report = run_once(
-        loaded, local_now, options, on_start=on_start, on_batch=on_batch, on_rule=on_rule
+        loaded,
+        local_now,
+        options,
+        on_start=on_start,
+        on_batch=on_batch,
+        on_rule=on_rule,
+        should_stop=should_stop,
     )
     log.info(
         "run.done",
@@ -81,7 +93,12 @@ def run_with_progress(loaded: LoadedPolicy, local_now: datetime, options: RunOpt
     return report
 
 
-def _interactive(loaded: LoadedPolicy, local_now: datetime, options: RunOptions) -> RunReport:
+def _interactive(
+    loaded: LoadedPolicy,
+    local_now: datetime,
+    options: RunOptions,
+    should_stop: Callable[[], bool],
+) -> RunReport:
     console = Console()
     progress = Progress(
         TextColumn("{task.description}"),
@@ -108,7 +125,13 @@ def _interactive(loaded: LoadedPolicy, local_now: datetime, options: RunOptions)
 
     with progress:
         report = run_once(
-            loaded, local_now, options, on_start=on_start, on_batch=on_batch, on_rule=on_rule
+            loaded,
+            local_now,
+            options,
+            on_start=on_start,
+            on_batch=on_batch,
+            on_rule=on_rule,
+            should_stop=should_stop,
         )
     table = Table(
         title=f"retention run {report.run_id} - now {iso(report.plan.now)}", title_justify="left"

@@ -116,3 +116,34 @@ def test_sigkill_mid_purge_never_loses_the_audit_or_a_protected_row(
     ids, audited = _state(db_url)
     assert ids == survivors
     assert audited == len(everything - survivors)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_a_batch_boundary_and_exits_0(sqlite_url: str, tmp_path: Path) -> None:
+    _fill(sqlite_url)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(url=sqlite_url, held=HELD))
+    env = {**os.environ, "RETENTION_AUDIT_KEY": "crash-test"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retention", "run", "-c", str(policy)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    batches = 0
+    for line in proc.stdout:  # wait until the purge is under way
+        batches += '"event": "batch"' in line
+        if batches == 5:
+            break
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # a second signal must not crash it either
+    proc.stdout.read()
+    assert proc.wait(timeout=10) == 0
+    assert time.monotonic() - sent < 5
+    proc.stdout.close()
+    ids, audited = _state(sqlite_url)
+    assert audited == ROWS - len(ids)
+    assert 0 < audited < ROWS * 0.6 - 100, "the run was not stopped part-way"

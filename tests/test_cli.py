@@ -1,0 +1,136 @@
+"""The command line: exit codes and output of validate, plan and schema, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from retention.demo import build_demo
+from tests.conftest import NOW
+
+POLICIES = Path(__file__).resolve().parents[1] / "policies"
+
+
+def _retention(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "retention", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("name", ["infraux", "andron", "aurigen", "indigo"])
+def test_validate_connect_accepts_each_shipped_policy_on_the_demo_store(
+    name: str, sqlite_url: str
+) -> None:
+    build_demo(sqlite_url, NOW)
+    done = _retention(
+        "validate",
+        "-c",
+        str(POLICIES / f"{name}.yaml"),
+        "--connect",
+        env={"RETENTION_DB_URL": sqlite_url},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "OK" in done.stdout
+    assert "checked against the stores" in done.stdout
+
+
+def test_three_mistakes_give_three_located_errors_and_exit_2(tmp_path: Path) -> None:
+    policy = tmp_path / "bad.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "stores:\n"
+        "  app: {url: 'sqlite:///x.db'}\n"
+        "rules:\n"
+        "  - name: logs\n"
+        "    promise: logs 90 days\n"
+        "    source: {policy: p, clause: c}\n"
+        "    store: ap\n"
+        "    tabel: logs\n"
+        "    timestamp: created_at\n"
+        "    period: 90 m\n"
+    )
+    done = _retention("validate", "-c", str(policy))
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.startswith(str(policy))]
+    assert lines == [
+        f"{policy}:8:12: rules[0].store: unknown store 'ap' (stores: app)",
+        f"{policy}:9:5: rules[0].tabel: unknown key 'tabel'; did you mean 'table'?",
+        f"{policy}:11:13: rules[0].period: unit 'm' in '90 m' is ambiguous; write 'min' for "
+        "minutes or 'mo' for months",
+    ]
+    assert "nothing was run" in done.stderr
+
+
+def test_plan_json_is_the_documented_structure(sqlite_url: str) -> None:
+    build_demo(sqlite_url, NOW)
+    done = _retention(
+        "plan",
+        "-c",
+        str(POLICIES / "infraux.yaml"),
+        "--as-of",
+        NOW.isoformat(),
+        "--format",
+        "json",
+        env={"RETENTION_DB_URL": sqlite_url},
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["format"] == 1
+    assert document["now"] == "2026-11-23T12:00:00Z"
+    rule = document["rules"][0]
+    assert set(rule) >= {
+        "rule",
+        "action",
+        "cutoff",
+        "rows",
+        "oldest_affected",
+        "estimated_batches",
+        "sql",
+        "holds",
+        "minimums",
+        "path",
+        "limit_exceeded",
+        "error",
+    }
+    assert set(rule["rows"]) == {"affected", "held", "minimum", "candidates", "table"}
+    assert document["totals"]["affected"] == sum(r["rows"]["affected"] for r in document["rules"])
+
+
+def test_unknown_rule_is_a_usage_error(sqlite_url: str) -> None:
+    build_demo(sqlite_url, NOW)
+    done = _retention(
+        "plan",
+        "-c",
+        str(POLICIES / "infraux.yaml"),
+        "--rule",
+        "nope",
+        env={"RETENTION_DB_URL": sqlite_url},
+    )
+    assert done.returncode == 2
+    assert "unknown rule 'nope'" in done.stderr
+
+
+def test_schema_is_valid_json_with_every_top_level_key() -> None:
+    done = _retention("schema")
+    assert done.returncode == 0
+    schema = json.loads(done.stdout)
+    assert set(schema["properties"]) == {
+        "version",
+        "title",
+        "stores",
+        "defaults",
+        "audit",
+        "minimums",
+        "holds",
+        "rules",
+    }
