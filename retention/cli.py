@@ -171,6 +171,44 @@ def run(
     sys.exit(report.exit_code)
 
 
+@cli.group()
+def audit() -> None:
+    """Inspect the audit trail."""
+
+
+@audit.command("verify")
+@config_option
+def audit_verify(config: Path) -> None:
+    """Check the hash chain of the audit trail in each store the policy's rules use.
+
+    Exit 1 naming the first broken record when a record was altered, deleted,
+    inserted or reordered; exit 0 when every chain is intact.
+    """
+    import sqlalchemy as sa
+
+    from retention.audit.sql import AuditTables, verify
+    from retention.stores.sql import read_only
+
+    loaded = _load(config)
+    policy = loaded.policy
+    tables = AuditTables(policy.audit.table_prefix)
+    broken = False
+    for name in dict.fromkeys(rule.store for rule in policy.rules):
+        store = policy.stores[name]
+        with read_only(store, loaded.base_dir, name) as conn:  # type: ignore[arg-type]
+            if not sa.inspect(conn).has_table(tables.records.name):
+                click.echo(f"store {name}: no audit trail yet")
+                continue
+            count, problem = verify(conn, tables)
+        if problem is None:
+            click.echo(f"store {name}: {count} records, chain intact")
+        else:
+            broken = True
+            click.echo(f"store {name}: BROKEN at record seq={problem.seq}: {problem.reason}")
+    if broken:
+        sys.exit(ExitCode.FAILED)
+
+
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of the policy format."""

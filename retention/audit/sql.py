@@ -7,14 +7,20 @@ single row of the chain-head table, which also carries the last hash.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from retention.audit.records import GENESIS, BatchRecord, chain_hash
 
-__all__ = ["AuditTables", "append", "ensure_tables"]
+__all__ = ["AuditTables", "ChainBreak", "append", "ensure_tables", "verify"]
+
+#: Microsecond timestamps everywhere (MySQL/MariaDB DATETIME drops them otherwise, which
+#: would change the records' hashes).
+Instant = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 class AuditTables:
@@ -32,14 +38,14 @@ class AuditTables:
             sa.Column("store", sa.String(80), nullable=False),
             sa.Column("table_name", sa.String(128), nullable=False),
             sa.Column("action", sa.String(16), nullable=False),
-            sa.Column("cutoff", sa.DateTime(), nullable=False),
+            sa.Column("cutoff", Instant, nullable=False),
             sa.Column("batch", sa.Integer, nullable=False),
             sa.Column("rows", sa.BigInteger, nullable=False),
             sa.Column("key_min", sa.String(128)),
             sa.Column("key_max", sa.String(128)),
             sa.Column("key_digest", sa.String(64)),
-            sa.Column("started_at", sa.DateTime(), nullable=False),
-            sa.Column("committed_at", sa.DateTime(), nullable=False),
+            sa.Column("started_at", Instant, nullable=False),
+            sa.Column("committed_at", Instant, nullable=False),
             sa.Column("host", sa.String(255), nullable=False),
             sa.Column("dry_run", sa.Boolean, nullable=False),
             sa.Column("outcome", sa.String(16), nullable=False),
@@ -87,3 +93,45 @@ def append(conn: sa.Connection, tables: AuditTables, record: BatchRecord) -> str
     )
     conn.execute(head.update().where(head.c.id == 1).values(seq=previous.seq + 1, hash=digest))
     return digest
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    """The first record at which the chain does not hold, and why."""
+
+    seq: int
+    reason: str
+
+
+_FIELDS = list(BatchRecord.__dataclass_fields__)
+
+
+def _record(row: Any) -> BatchRecord:
+    values = {name: getattr(row, name) for name in _FIELDS}
+    for name in ("cutoff", "started_at", "committed_at"):
+        values[name] = values[name].replace(tzinfo=UTC)
+    values["dry_run"] = bool(values["dry_run"])
+    return BatchRecord(**values)
+
+
+def verify(conn: sa.Connection, tables: AuditTables) -> tuple[int, ChainBreak | None]:
+    """Walk the trail in order; return (records checked, the first break or None).
+
+    An edited record no longer matches its hash; a deleted, inserted or reordered one
+    no longer links to its predecessor's hash; a truncated tail no longer matches the
+    chain head.
+    """
+    previous = GENESIS
+    count = 0
+    last_seq = 0
+    for row in conn.execute(sa.select(tables.records).order_by(tables.records.c.seq)):
+        count += 1
+        if row.prev_hash != previous:
+            return count, ChainBreak(row.seq, "does not link to the record before it")
+        if chain_hash(previous, _record(row)) != row.hash:
+            return count, ChainBreak(row.seq, "its content does not match its hash")
+        previous, last_seq = row.hash, row.seq
+    head = conn.execute(sa.select(tables.head).where(tables.head.c.id == 1)).first()
+    if head is not None and (head.hash != previous or head.seq != count):
+        return count, ChainBreak(last_seq, "the trail ends before the chain head (records removed)")
+    return count, None

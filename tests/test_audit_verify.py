@@ -1,0 +1,106 @@
+"""`retention audit verify` passes on an untouched trail and names the first broken record
+after an edit, a deletion, an insertion or a swap, on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from retention.audit.sql import AuditTables, verify
+from retention.cli import cli
+from tests.test_plan_counts import POLICY, _fill
+from tests.test_run import _run
+
+TABLES = AuditTables()
+R = TABLES.records
+
+
+def _trail(url: str) -> None:
+    _fill(url)
+    policy = POLICY.format(url=url).replace(
+        "rules:\n", "defaults:\n  batch: {size: 40, min_size: 20, max_size: 60}\nrules:\n", 1
+    )
+    assert _run(url, policy).exit_code == 0
+
+
+def _verify(url: str) -> tuple[int, int | None]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        count, problem = verify(conn, TABLES)
+    engine.dispose()
+    return count, None if problem is None else problem.seq
+
+
+def _tamper(url: str, change: Callable[[sa.Connection], None]) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        change(conn)
+    engine.dispose()
+
+
+def test_an_untouched_trail_verifies(db_url: str, tmp_path: Path) -> None:
+    _trail(db_url)
+    count, broken = _verify(db_url)
+    assert broken is None
+    assert count > 10
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY.format(url=db_url))
+    result = CliRunner().invoke(cli, ["audit", "verify", "-c", str(policy)])
+    assert result.exit_code == 0, result.output
+    assert f"{count} records, chain intact" in result.output
+
+
+def test_an_edited_record_is_named(db_url: str) -> None:
+    _trail(db_url)
+    _tamper(db_url, lambda c: c.execute(sa.update(R).where(R.c.seq == 5).values(rows=R.c.rows + 1)))
+    assert _verify(db_url)[1] == 5
+
+
+def test_a_deleted_record_is_found(db_url: str) -> None:
+    _trail(db_url)
+    _tamper(db_url, lambda c: c.execute(sa.delete(R).where(R.c.seq == 4)))
+    assert _verify(db_url)[1] == 5
+
+
+def test_a_removed_tail_is_found(db_url: str) -> None:
+    _trail(db_url)
+    last = _verify(db_url)[0]
+    _tamper(db_url, lambda c: c.execute(sa.delete(R).where(R.c.seq == last)))
+    assert _verify(db_url)[1] == last - 1
+
+
+def test_an_inserted_record_is_found(db_url: str) -> None:
+    _trail(db_url)
+
+    def insert(conn: sa.Connection) -> None:
+        row = conn.execute(sa.select(R).where(R.c.seq == 3)).one()._asdict()
+        row.update(seq=1000, rows=1, batch=999)
+        conn.execute(sa.insert(R).values(**row))
+
+    _tamper(db_url, insert)
+    assert _verify(db_url)[1] == 1000
+
+
+def test_two_swapped_records_are_found(db_url: str) -> None:
+    _trail(db_url)
+
+    def swap(conn: sa.Connection) -> None:
+        conn.execute(sa.update(R).where(R.c.seq == 6).values(seq=-6))
+        conn.execute(sa.update(R).where(R.c.seq == 7).values(seq=6))
+        conn.execute(sa.update(R).where(R.c.seq == -6).values(seq=7))
+
+    _tamper(db_url, swap)
+    assert _verify(db_url)[1] == 6
+
+
+def test_the_cli_exits_1_naming_the_broken_record(sqlite_url: str, tmp_path: Path) -> None:
+    _trail(sqlite_url)
+    _tamper(sqlite_url, lambda c: c.execute(sa.update(R).where(R.c.seq == 2).values(rows=0)))
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY.format(url=sqlite_url))
+    result = CliRunner().invoke(cli, ["audit", "verify", "-c", str(policy)])
+    assert result.exit_code == 1
+    assert "BROKEN at record seq=2: its content does not match its hash" in result.output
