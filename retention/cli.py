@@ -18,7 +18,7 @@ from retention.errors import ExitCode, PolicyError, RetentionError, Severity, Us
 from retention.loader import LoadedPolicy, load_policy
 from retention.planner import build_plan
 from retention.policy import Policy
-from retention.render import plan_document, print_issues, print_plan
+from retention.render import iso, plan_document, print_issues, print_plan
 from retention.runner import RunOptions
 from retention.stores.preview import preview
 from retention.validate import connected_findings, static_findings
@@ -169,6 +169,55 @@ def run(
         should_stop=stop.is_set,
     )
     sys.exit(report.exit_code)
+
+
+@cli.command()
+@config_option
+@click.option("--as-of", "as_of", help="Judge as of this ISO 8601 time instead of now.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def check(config: Path, as_of: str | None, fmt: str) -> None:
+    """Are the promises kept? Per rule: rows overdue (past cutoff plus grace, not held),
+    the oldest one, rows held. Exit 1 when any promise is broken. Read-only."""
+    from retention.stores.check import check_promises, uncovered_personal_columns
+
+    now = _parse_instant(as_of)
+    loaded = _load(config)
+    statuses = list(check_promises(loaded.policy, now, loaded.base_dir))
+    personal = uncovered_personal_columns(loaded.policy, loaded.base_dir)
+    if fmt == "json":
+        document = {
+            "now": iso(now),
+            "kept": all(s.kept for s in statuses),
+            "rules": [
+                {
+                    "rule": s.rule,
+                    "promise": s.promise,
+                    "status": "kept" if s.kept else "error" if s.error else "broken",
+                    "overdue": s.overdue,
+                    "oldest_overdue": iso(s.oldest_overdue),
+                    "held": s.held,
+                    "minimum": s.minimum,
+                    "error": s.error,
+                }
+                for s in statuses
+            ],
+            "uncovered_personal_columns": personal,
+        }
+        click.echo(json.dumps(document, indent=2))
+    else:
+        for s in statuses:
+            state = "kept" if s.kept else "ERROR" if s.error else "BROKEN"
+            detail = s.error or (
+                f"{s.overdue} overdue (oldest {iso(s.oldest_overdue) or '-'}), {s.held} held, "
+                f"{s.minimum} kept by legal minimums"
+            )
+            click.echo(f"{state:<7} {s.rule}: {detail}")
+        for column in personal:
+            click.echo(f"note    {column} looks like personal data and no rule covers its table")
+    if not all(s.kept for s in statuses):
+        sys.exit(ExitCode.FAILED)
 
 
 @cli.group()
