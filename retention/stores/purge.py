@@ -122,32 +122,21 @@ def purge(sql: RuleSql, conn: sa.Connection, options: PurgeOptions) -> RuleResul
             bound = conn.execute(sql.next_bound(first=after is None), params).first()
             upto = last if bound is None else sql.key_value(bound)
             rows, keys, child_rows = _apply(sql, conn, options, after, upto, started_at)
+            batch = result.batches + 1
             for child_table, deleted in child_rows:
-                child_record = _record(
-                    sql, options, result.batches + 1, child_table, deleted, keys, started_at
+                append(
+                    conn,
+                    options.audit,
+                    _record(sql, options, batch, child_table, "delete", deleted, keys, started_at),
                 )
-                append(conn, options.audit, child_record)
             if rows:
-                record = BatchRecord(
-                    run_id=options.run_id,
-                    rule=rule.name,
-                    rule_hash=options.rule_hash,
-                    store=plan.store_name,
-                    table_name=sql.table.name,
-                    action=rule.action,
-                    cutoff=plan.cutoff,
-                    batch=result.batches + 1,
-                    rows=rows,
-                    key_min=_key_text(keys[0]) if keys else None,
-                    key_max=_key_text(keys[-1]) if keys else None,
-                    key_digest=key_digest(keys, options.digest_key),
-                    started_at=started_at,
-                    committed_at=options.wall_clock(),
-                    host=options.host,
-                    dry_run=False,
-                    outcome="committed",
+                append(
+                    conn,
+                    options.audit,
+                    _record(
+                        sql, options, batch, sql.table.name, rule.action, rows, keys, started_at
+                    ),
                 )
-                append(conn, options.audit, record)
         seconds = time.monotonic() - batch_started
         if rows:
             result.batches += 1
@@ -180,13 +169,12 @@ def _drop_partitions(
         def audit(
             rows: int, part: Partition = part, batch: int = batch, started_at: datetime = started_at
         ) -> None:
-            record = _record(sql, options, batch, part.name, rows, [], started_at)
+            record = _record(sql, options, batch, part.name, "drop_partition", rows, [], started_at)
             append(
                 conn,
                 options.audit,
                 replace(
                     record,
-                    action="drop_partition",
                     key_min=_key_text(part.low),
                     key_max=_key_text(part.high),
                     key_digest=None,
@@ -211,11 +199,12 @@ def _record(
     options: PurgeOptions,
     batch: int,
     table: str,
+    action: str,
     rows: int,
     parent_keys: list[Any],
     started_at: datetime,
 ) -> BatchRecord:
-    """The audit record of child rows deleted ahead of a batch's parents (keys: the parents')."""
+    """The audit record of one batch on `table`; for child tables the keys are the parents'."""
     plan = sql.plan
     return BatchRecord(
         run_id=options.run_id,
@@ -223,7 +212,7 @@ def _record(
         rule_hash=options.rule_hash,
         store=plan.store_name,
         table_name=table,
-        action="delete",
+        action=action,
         cutoff=plan.cutoff,
         batch=batch,
         rows=rows,
