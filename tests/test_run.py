@@ -4,7 +4,7 @@ counts what was removed."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -422,3 +422,60 @@ rules:
     assert actual == expected
     assert report.outcomes[0].result is not None
     assert report.outcomes[0].result.batches > 5
+
+
+def _slow_policy(url: str, batch: str) -> str:
+    head, _, _ = POLICY.format(url=url).partition("minimums:\n")
+    return head + (
+        "rules:\n"
+        "  - name: ms-30d\n"
+        "    promise: events 30 days\n"
+        "    source: {policy: test, clause: '2'}\n"
+        "    store: app\n"
+        "    table: events\n"
+        "    timestamp: {column: ts_ms, format: epoch_milliseconds}\n"
+        "    period: 30 days\n"
+        f"    batch: {batch}\n"
+    )
+
+
+def test_a_time_budget_stops_the_rule_and_the_next_run_goes_on(sqlite_url: str) -> None:
+    _fill(sqlite_url)
+    policy = _slow_policy(
+        sqlite_url, "{size: 5, min_size: 5, max_size: 5, pause_ms: 100, time_budget: 1 second}"
+    )
+    first = _run(sqlite_url, policy)
+    result = first.outcomes[0].result
+    assert result is not None
+    assert result.stopped == "time budget"
+    assert 0 < result.rows < first.outcomes[0].planned
+    relaxed = policy.replace("time_budget: 1 second", "time_budget: 1 hour")
+    second = _run(sqlite_url, relaxed.replace("pause_ms: 100", "pause_ms: 0"))
+    assert second.outcomes[0].result is not None
+    assert second.outcomes[0].result.rows == first.outcomes[0].planned - result.rows
+
+
+def test_batch_size_adapts_toward_the_target_time_within_bounds(sqlite_url: str) -> None:
+    _fill(sqlite_url)
+    sizes: list[int] = []
+    loaded = load_text(
+        _slow_policy(sqlite_url, "{size: 8, min_size: 4, max_size: 64, target_ms: 10000}"),
+        "t.yaml",
+        env={},
+    )
+    run_once(
+        loaded, NOW, RunOptions(as_of=NOW), env=ENV, on_batch=lambda done: sizes.append(done.size)
+    )
+    # Batches far under a 10 s target double each time until the maximum.
+    assert sizes[:5] == [8, 16, 32, 64, 64]
+
+
+def test_run_refuses_when_the_database_clock_disagrees(sqlite_url: str) -> None:
+    from retention.errors import StoreError
+
+    _fill(sqlite_url)
+    loaded = load_text(POLICY.format(url=sqlite_url), "test.yaml", env={})
+    skewed = datetime.now(UTC) + timedelta(hours=2)  # this machine's clock, two hours fast
+    with pytest.raises(StoreError, match=r"differ by 72\d\d s, more than max_clock_skew"):
+        run_once(loaded, skewed, RunOptions(), env=ENV)
+    assert len(_rows(sqlite_url)[0]) == 801
