@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import sqlalchemy as sa
@@ -88,6 +89,9 @@ class RuleSql:
     pending: tuple[sa.ColumnElement[bool], ...] = ()
     archive_table: sa.Table | None = None
     children: tuple[ChildSql, ...] = ()
+    #: When a legal minimum on the rule's own timestamp column is tighter than the cutoff:
+    #: (that bound, the other minimums). Batches then carry one bound on the column.
+    batch_bounds: tuple[sa.ColumnElement[bool], tuple[sa.ColumnElement[bool], ...]] | None = None
 
     @property
     def not_held(self) -> sa.ColumnElement[bool]:
@@ -108,6 +112,9 @@ class RuleSql:
     def eligible(self) -> sa.ColumnElement[bool]:
         """Rows the rule may touch now."""
         held = (self.not_held,) if self.held else ()
+        if self.batch_bounds is not None:
+            tight, others = self.batch_bounds
+            return _all((tight, *self.scope, *held, *others, *self.pending))
         return _all((self.expired, *self.scope, *held, *self.minimums, *self.pending))
 
     def count(self) -> AnySelect:
@@ -389,16 +396,31 @@ def compile_rule(plan: RulePlan, catalog: Catalog) -> RuleSql:
         applied.append(hold)
 
     minimums: list[sa.ColumnElement[bool]] = []
+    same_clock: list[tuple[datetime, sa.ColumnElement[bool]]] = []
+    other_minimums: list[sa.ColumnElement[bool]] = []
     for applied_min in plan.minimums:
         minimum = applied_min.minimum
         col = time_column(
             table, minimum.timestamp.column, minimum.timestamp.format, ("minimums", minimum.name)
         )
-        if col is not None:
-            value = bind_time(
-                col, minimum.timestamp.format, applied_min.cutoff, plan.store, dialect
-            )
-            minimums.append(col < sa.bindparam(f"minimum_{len(minimums)}", value, type_=col.type))
+        if col is None:
+            continue
+        value = bind_time(col, minimum.timestamp.format, applied_min.cutoff, plan.store, dialect)
+        bound = col < sa.bindparam(f"minimum_{len(minimums)}", value, type_=col.type)
+        minimums.append(bound)
+        if rule.timestamp is not None and (rule.timestamp.column, rule.timestamp.format) == (
+            minimum.timestamp.column,
+            minimum.timestamp.format,
+        ):
+            same_clock.append((applied_min.cutoff, bound))
+        else:
+            other_minimums.append(bound)
+    batch_bounds = None
+    if same_clock and expired is not None:
+        # One upper bound per column in batch statements: SQLite picks the looser of two
+        # bounds on one column (FINDINGS), so only the tightest of cutoff and minimums stays.
+        cutoff_at, bound = min(same_clock, key=lambda pair: pair[0])
+        batch_bounds = (bound if cutoff_at < plan.cutoff else expired, tuple(other_minimums))
 
     _check_action(plan, table, key, problems)
     pending = _pending(plan, table)
@@ -416,6 +438,7 @@ def compile_rule(plan: RulePlan, catalog: Catalog) -> RuleSql:
         scope=tuple(scope),
         held=tuple(held),
         minimums=tuple(minimums),
+        batch_bounds=batch_bounds,
         age=age,
         age_column=age_column,
         age_format=fmt,
