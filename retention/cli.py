@@ -225,6 +225,116 @@ def audit() -> None:
     """Inspect the audit trail."""
 
 
+def _audit_rows(
+    config: Path,
+    rules: Sequence[str],
+    run_id: str | None,
+    since: str | None,
+    until: str | None,
+) -> list[dict[str, Any]]:
+    import sqlalchemy as sa
+
+    from retention.audit.sql import AuditTables, records
+    from retention.stores.sql import read_only
+
+    loaded = _load(config)
+    policy = loaded.policy
+    tables = AuditTables(policy.audit.table_prefix)
+    rows: list[dict[str, Any]] = []
+    for name in dict.fromkeys(rule.store for rule in policy.rules):
+        with read_only(policy.stores[name], loaded.base_dir, name) as conn:  # type: ignore[arg-type]
+            if sa.inspect(conn).has_table(tables.records.name):
+                rows += records(
+                    conn,
+                    tables,
+                    rules=rules,
+                    run_id=run_id,
+                    since=_parse_instant(since) if since else None,
+                    until=_parse_instant(until) if until else None,
+                )
+    return sorted(rows, key=lambda r: (r["committed_at"], r["store"], r["seq"]))
+
+
+def audit_filters(func: F) -> F:
+    """Filters shared by `audit show` and `audit export`."""
+    for option in reversed(
+        [
+            config_option,
+            click.option("--rule", "rules", multiple=True, metavar="NAME", help="Only this rule."),
+            click.option("--run", "run_id", metavar="RUN_ID", help="Only this run."),
+            click.option("--since", help="Committed at or after this ISO 8601 time."),
+            click.option("--until", help="Committed before this ISO 8601 time."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@audit.command("show")
+@audit_filters
+def audit_show(
+    config: Path, rules: Sequence[str], run_id: str | None, since: str | None, until: str | None
+) -> None:
+    """List audit records (what was removed, when, under which rule)."""
+    from rich.table import Table
+
+    table = Table(title="audit trail", title_justify="left")
+    for column in (
+        "committed (UTC)",
+        "store",
+        "rule",
+        "table",
+        "action",
+        "batch",
+        "rows",
+        "keys",
+        "cutoff",
+        "run",
+    ):
+        table.add_column(column)
+    for r in _audit_rows(config, rules, run_id, since, until):
+        table.add_row(
+            (iso(r["committed_at"]) or "")[:19],
+            r["store"],
+            r["rule"],
+            r["table_name"],
+            r["action"],
+            str(r["batch"]),
+            str(r["rows"]),
+            f"{r['key_min']}..{r['key_max']}",
+            (iso(r["cutoff"]) or "")[:19],
+            r["run_id"][:8],
+        )
+    _console().print(table)
+
+
+@audit.command("export")
+@audit_filters
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
+)
+def audit_export(
+    config: Path,
+    rules: Sequence[str],
+    run_id: str | None,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+) -> None:
+    """Export audit records as JSON lines or CSV on standard output."""
+    import csv
+
+    rows = _audit_rows(config, rules, run_id, since, until)
+    plain = [{k: iso(v) if isinstance(v, datetime) else v for k, v in r.items()} for r in rows]
+    if fmt == "jsonl":
+        for row in plain:
+            click.echo(json.dumps(row, sort_keys=True))
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(plain[0]) if plain else ["seq"])
+    writer.writeheader()
+    writer.writerows(plain)
+
+
 @audit.command("verify")
 @config_option
 def audit_verify(config: Path) -> None:

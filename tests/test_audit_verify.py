@@ -3,6 +3,9 @@ after an edit, a deletion, an insertion or a swap, on SQLite, PostgreSQL and Mar
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,3 +107,28 @@ def test_the_cli_exits_1_naming_the_broken_record(sqlite_url: str, tmp_path: Pat
     result = CliRunner().invoke(cli, ["audit", "verify", "-c", str(policy)])
     assert result.exit_code == 1
     assert "BROKEN at record seq=2: its content does not match its hash" in result.output
+
+
+def test_audit_export_lists_every_record_and_filters_by_rule(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    _trail(sqlite_url)
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY.format(url=sqlite_url))
+    runner = CliRunner()
+    everything = runner.invoke(cli, ["audit", "export", "-c", str(policy)])
+    assert everything.exit_code == 0, everything.output
+    lines = [json.loads(line) for line in everything.output.splitlines()]
+    assert len(lines) == _verify(sqlite_url)[0]
+    assert [r["seq"] for r in lines] == sorted(r["seq"] for r in lines)
+    one = runner.invoke(
+        cli, ["audit", "export", "-c", str(policy), "--rule", "ms-30d", "--format", "csv"]
+    )
+    rows = list(csv.DictReader(io.StringIO(one.output)))
+    assert {r["rule"] for r in rows} == {"ms-30d"}
+    assert sum(int(r["rows"]) for r in rows) == sum(
+        r["rows"] for r in lines if r["rule"] == "ms-30d"
+    )
+    shown = runner.invoke(cli, ["audit", "show", "-c", str(policy), "--rule", "ms-30d"])
+    assert shown.exit_code == 0
+    assert "ms-30d" in shown.output

@@ -7,8 +7,9 @@ single row of the chain-head table, which also carries the last hash.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from sqlalchemy.dialects import mysql
 
 from retention.audit.records import GENESIS, BatchRecord, chain_hash
 
-__all__ = ["AuditTables", "ChainBreak", "append", "ensure_tables", "verify"]
+__all__ = ["AuditTables", "ChainBreak", "append", "ensure_tables", "records", "verify"]
 
 #: Microsecond timestamps everywhere (MySQL/MariaDB DATETIME drops them otherwise, which
 #: would change the records' hashes).
@@ -135,3 +136,31 @@ def verify(conn: sa.Connection, tables: AuditTables) -> tuple[int, ChainBreak | 
     if head is not None and (head.hash != previous or head.seq != count):
         return count, ChainBreak(last_seq, "the trail ends before the chain head (records removed)")
     return count, None
+
+
+def records(
+    conn: sa.Connection,
+    tables: AuditTables,
+    *,
+    rules: Sequence[str] = (),
+    run_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Audit records in chain order, filtered by rule, run and commit time (UTC)."""
+    table = tables.records
+    query = sa.select(table).order_by(table.c.seq)
+    if rules:
+        query = query.where(table.c.rule.in_(list(rules)))
+    if run_id:
+        query = query.where(table.c.run_id == run_id)
+    if since:
+        query = query.where(table.c.committed_at >= since.astimezone(UTC).replace(tzinfo=None))
+    if until:
+        query = query.where(table.c.committed_at < until.astimezone(UTC).replace(tzinfo=None))
+    for row in conn.execute(query):
+        out = row._asdict()
+        for name in ("cutoff", "started_at", "committed_at"):
+            out[name] = out[name].replace(tzinfo=UTC)
+        out["dry_run"] = bool(out["dry_run"])
+        yield out
