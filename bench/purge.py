@@ -17,9 +17,17 @@ own (so its peak RSS is its own), ``--repeat`` times:
   sentry-any-array     ``DELETE ... WHERE id = ANY(ARRAY(SELECT id ... LIMIT n))``
                        (PostgreSQL; the statement of Sentry's BulkDeleteQuery)
   pt-archiver          ``pt-archiver --purge --bulk-delete --limit n`` (MariaDB)
+  pt-archiver-commit-each  the same with ``--commit-each`` given explicitly
   plain-update         one UPDATE doing the anonymization in SQL
   retention-anonymize  `run_once` with an anonymize rule (truncate_ip, mask_email,
                        marker anonymized_at)
+  sketch-delete, sketch-anonymize
+                       diagnostics, not retention: hand-written loops with the batch
+                       shape bench/RESULTS.md proposes (only when named in --variants)
+
+Two diagnostic modes explain the figures: ``--explain`` prints the database's plan
+of every kind of statement a retention run sends, and ``--phases BATCH`` times each
+phase of a batched delete for several statement shapes.
 
 Rates are compared per repeat with the plain statement of the same kind
 (plain-delete or plain-update) and the median of those ratios is reported.
@@ -404,6 +412,8 @@ class Variant:
     dbs: tuple[Db, ...]
     #: Stopped after --cap seconds, its rate extrapolated from the rows done.
     capped: bool = False
+    #: Not part of the default set: runs only when named in --variants.
+    diagnostic: bool = False
 
 
 VARIANTS = (
@@ -412,12 +422,17 @@ VARIANTS = (
     Variant("naive-in-limit", "delete", DBS, capped=True),
     Variant("sentry-any-array", "delete", ("postgresql",), capped=True),
     Variant("pt-archiver", "delete", ("mariadb",)),
-    Variant("sketch-delete", "delete", DBS),
+    # --bulk-delete is documented to imply --commit-each, but pt-archiver 3.2.1 reads
+    # the option before setting it and still commits after every fetched row; this
+    # variant passes --commit-each explicitly.
+    Variant("pt-archiver-commit-each", "delete", ("mariadb",)),
+    Variant("sketch-delete", "delete", DBS, diagnostic=True),
     Variant("plain-update", "anonymize", DBS),
     Variant("retention-anonymize", "anonymize", DBS),
-    Variant("sketch-anonymize", "anonymize", DBS),
+    Variant("sketch-anonymize", "anonymize", DBS, diagnostic=True),
 )
 BASELINE: dict[Kind, str] = {"delete": "plain-delete", "anonymize": "plain-update"}
+TOOLS = ("pt-archiver", "pt-archiver-commit-each")
 
 
 def policy_text(url: str, action: Kind) -> str:
@@ -649,7 +664,7 @@ def run_child(spec: ChildSpec) -> dict[str, Any]:
     try:
         if spec.variant.startswith("retention-"):
             _run_retention(spec, result)
-        elif spec.variant == "pt-archiver":
+        elif spec.variant.startswith("pt-archiver"):
             _run_pt_archiver(spec, result)
         elif spec.variant.startswith("sketch-"):
             _run_sketch(spec, result)
@@ -940,6 +955,8 @@ def _run_pt_archiver(spec: ChildSpec, result: dict[str, Any]) -> None:
         "--no-version-check",
         "--statistics",
     ]
+    if spec.variant == "pt-archiver-commit-each":
+        command.append("--commit-each")
     engine = sa.create_engine(spec.url, poolclass=sa.pool.NullPool)
     count = f"SELECT count(*) FROM events WHERE created_at < '{CUTOFF:%Y-%m-%d %H:%M:%S}'"
     try:
@@ -1186,14 +1203,16 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         good = [r for r in group if not r.get("error") and r.get("seconds")]
         rates = [r["rows"] / r["seconds"] for r in good if r["rows"]]
         ratios: list[float] = []
-        vs_pt: list[float] = []
+        vs_tools: dict[str, list[float]] = {}
         for run in good:
             base = _same_repeat(runs, db, BASELINE[variant.kind], run.get("repeat"))
             if base and run["rows"]:
                 ratios.append((run["rows"] / run["seconds"]) / (base["rows"] / base["seconds"]))
-            other = _same_repeat(runs, db, "pt-archiver", run.get("repeat"))
-            if other and run["rows"] and name != "pt-archiver":
-                vs_pt.append((run["rows"] / run["seconds"]) / (other["rows"] / other["seconds"]))
+            for tool in TOOLS:
+                other = _same_repeat(runs, db, tool, run.get("repeat"))
+                if other and run["rows"] and not name.startswith("pt-archiver"):
+                    rate = (run["rows"] / run["seconds"]) / (other["rows"] / other["seconds"])
+                    vs_tools.setdefault(tool, []).append(rate)
         longest = [r["longest_txn"] for r in good if r.get("longest_txn") is not None]
         batches = [r["batches"] for r in good if len(r.get("batches") or []) >= 2]
         profiles: dict[str, list[float]] = {}
@@ -1212,7 +1231,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "rows_per_s": _median(rates),
                 "ratio": _median(ratios),
                 "ratio_range": [min(ratios), max(ratios)] if ratios else None,
-                "vs_pt_archiver": _median(vs_pt),
+                "vs_tools": {tool: _median(v) for tool, v in vs_tools.items()},
                 "capped": any(r.get("capped") for r in good),
                 "extrapolated_seconds": _median(
                     [r["rows_target"] / (r["rows"] / r["seconds"]) for r in good if r["rows"]]
@@ -1309,10 +1328,14 @@ def markdown(summary: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {s['db']} | {s['variant']} | {_fmt(s['seconds'], 3)} "
             f"| {_fmt(s['setup_seconds'], 3)} | {cells} |"
         )
-    pt = [s for s in summary if s["vs_pt_archiver"] is not None]
+    pt = [s for s in summary if s["vs_tools"]]
     if pt:
         lines += ["", "Against pt-archiver (median of per-repeat rate ratios):", ""]
-        lines += [f"- {s['db']} {s['variant']}: {s['vs_pt_archiver']:.2f}x" for s in pt]
+        lines += [
+            f"- {s['db']} {s['variant']}: "
+            + ", ".join(f"{ratio:.2f}x {tool}" for tool, ratio in s["vs_tools"].items())
+            for s in pt
+        ]
     return "\n".join(lines)
 
 
@@ -1354,7 +1377,8 @@ def targets(summary: Sequence[dict[str, Any]]) -> list[str]:
             )
     s = get.get(("mariadb", "retention-delete"))
     if s:
-        judge("mariadb retention-delete / pt-archiver", s["vs_pt_archiver"], 1.0)
+        for tool, ratio in s["vs_tools"].items():
+            judge(f"mariadb retention-delete / {tool}", ratio, 1.0)
     return out
 
 
@@ -1398,7 +1422,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         default="all",
-        help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS),
+        help="comma-separated list of: "
+        + ", ".join(v.name for v in VARIANTS)
+        + " ('all': every variant but the sketch-* diagnostics)",
     )
     parser.add_argument(
         "--cap", type=float, default=60.0, help="seconds after which naive variants stop"
@@ -1413,6 +1439,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--explain",
         action="store_true",
         help="run each retention variant once, printing the plans of its statements",
+    )
+    parser.add_argument(
+        "--phases",
+        type=int,
+        metavar="BATCH",
+        help="diagnostic: time each phase of a keyset delete loop with BATCH rows per batch, "
+        "for several statement shapes (see phases_main), --repeat times",
     )
     parser.add_argument(
         "--rss-baseline", type=Path, help="results JSON of another size to compare peak RSS"
@@ -1456,6 +1489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.explain:
         return explain_main(args, targets_, wanted)
+    if args.phases:
+        return phases_main(args, targets_)
 
     meta: dict[str, Any] = {
         "rows": args.rows,
@@ -1474,7 +1509,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_seed(target, args.rows, args.layout, args.seed)
         seed_table = seed_name(args.rows, args.layout, args.seed)
         variants = [
-            v for v in VARIANTS if target.db in v.dbs and (wanted is None or v.name in wanted)
+            v
+            for v in VARIANTS
+            if target.db in v.dbs and (v.name in wanted if wanted else not v.diagnostic)
         ]
         for repeat in range(args.repeat):
             for variant in variants:
@@ -1520,6 +1557,209 @@ def _write(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
     return summary
+
+
+#: Statement shapes `--phases` compares; every one deletes the same rows in key order.
+SHAPES = {
+    "plain": "one DELETE of every expired row (the reference)",
+    "retention": "retention's statements: OFFSET bound probe, key SELECT, range DELETE, "
+    "digest with retention.audit.records.key_digest",
+    "keys-limit": "one key SELECT with LIMIT n gives keys and bound, range DELETE, "
+    "digest in one HMAC update",
+    "no-keys": "OFFSET bound probe, range DELETE, no keys and no digest (the floor of batching)",
+    "sql-digest": "one aggregate query returns the bound and the digest's input text "
+    "(string_agg / group_concat of the keys), range DELETE, digest in one HMAC update",
+}
+
+
+def _phase_sql(db: Db) -> dict[str, str]:
+    def bind(name: str) -> str:
+        return f":{name}" if db == "sqlite" else f"%({name})s"
+
+    expired = f"created_at < {bind('cutoff')}"
+    batch = (
+        f"SELECT id FROM events WHERE id > {bind('after')} AND id <= {bind('last')} "
+        f"AND {expired} ORDER BY id LIMIT {bind('n')}"
+    )
+    newline_joined = {
+        "postgresql": "string_agg(id::text || E'\\n', '' ORDER BY id)",
+        "mariadb": "CONCAT(GROUP_CONCAT(id ORDER BY id SEPARATOR '\\n'), '\\n')",
+        # SQLite 3.40 has no ORDER BY inside aggregates; the ordered subquery feeds it.
+        "sqlite": "group_concat(id || char(10), '')",
+    }[db]
+    return {
+        "plain": f"DELETE FROM events WHERE {expired}",
+        "last": f"SELECT id FROM events WHERE {expired} ORDER BY id DESC LIMIT 1",
+        "bound": (
+            f"SELECT id FROM events WHERE id > {bind('after')} AND id <= {bind('last')} "
+            f"AND {expired} ORDER BY id LIMIT 1 OFFSET {bind('skip')}"
+        ),
+        "keys": (
+            f"SELECT id FROM events WHERE id > {bind('after')} AND id <= {bind('upto')} "
+            f"AND {expired} ORDER BY id"
+        ),
+        "batch": batch,
+        "aggregate": f"SELECT max(id), count(*), {newline_joined} FROM ({batch}) AS b",
+        "delete": (
+            f"DELETE FROM events WHERE id > {bind('after')} AND id <= {bind('upto')} AND {expired}"
+        ),
+    }
+
+
+def phase_loop(target: Target, shape: str, size: int) -> dict[str, Any]:
+    """Delete every expired row in batches of `size` keys with statement shape `shape`,
+    one transaction (with retention's audit append) per batch; time every phase."""
+    import hashlib
+    import hmac
+
+    from retention.audit.records import BatchRecord, key_digest
+    from retention.audit.sql import AuditTables, append
+
+    sql = _phase_sql(target.db)
+    params = _cutoff_params(target.db)
+    secret = AUDIT_ENV["RETENTION_AUDIT_KEY"].encode()
+    audit = AuditTables()
+    phases: dict[str, float] = {}
+    rows = batches = 0
+    engine = sa.create_engine(target.url, poolclass=sa.pool.NullPool)
+    engine.dispose()  # imports done
+    started = clock = time.perf_counter()
+
+    def tick(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = phases.get(name, 0.0) + now - clock
+        clock = now
+
+    try:
+        with engine.connect() as conn:
+            if target.db == "mariadb":
+                conn.exec_driver_sql("SET SESSION group_concat_max_len = 1073741824")
+                conn.commit()
+            if shape == "plain":
+                with conn.begin():
+                    rows = conn.exec_driver_sql(sql["plain"], params).rowcount
+                    tick("delete")
+                tick("commit")
+                batches = 1
+            else:
+                with conn.begin():
+                    last = conn.exec_driver_sql(sql["last"], params).scalar()
+                tick("last_key")
+                after = 0
+                while last is not None and after < last:
+                    step = {**params, "after": after, "last": last, "skip": size - 1, "n": size}
+                    digest: str | None = None
+                    transaction = conn.begin()
+                    if shape in ("retention", "no-keys"):
+                        upto = conn.exec_driver_sql(sql["bound"], step).scalar() or last
+                        tick("bound")
+                        if shape == "retention":
+                            found = conn.exec_driver_sql(sql["keys"], {**step, "upto": upto})
+                            keys = [row[0] for row in found]
+                            tick("keys")
+                    elif shape == "keys-limit":
+                        keys = [r[0] for r in conn.exec_driver_sql(sql["batch"], step).fetchall()]
+                        upto = keys[-1]
+                        tick("keys")
+                    else:
+                        upto, _count, text = conn.exec_driver_sql(sql["aggregate"], step).one()
+                        tick("keys")
+                    done = conn.exec_driver_sql(sql["delete"], {**step, "upto": upto}).rowcount
+                    tick("delete")
+                    if shape == "retention":
+                        digest = key_digest(keys, secret)
+                    elif shape == "keys-limit":
+                        blob = "".join(f"{k!r}\n" for k in keys).encode()
+                        digest = hmac.new(secret, blob, hashlib.sha256).hexdigest()
+                    elif shape == "sql-digest":
+                        digest = hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
+                    tick("digest")
+                    now = datetime.now(UTC)
+                    record = BatchRecord(
+                        run_id="phases",
+                        rule="events-delete",
+                        rule_hash="0" * 64,
+                        store="bench",
+                        table_name="events",
+                        action="delete",
+                        cutoff=CUTOFF.replace(tzinfo=UTC),
+                        batch=batches + 1,
+                        rows=done,
+                        key_min=None,
+                        key_max=str(upto),
+                        key_digest=digest,
+                        started_at=now,
+                        committed_at=now,
+                        host="bench",
+                        dry_run=False,
+                        outcome="committed",
+                    )
+                    append(conn, audit, record)
+                    tick("audit")
+                    transaction.commit()
+                    tick("commit")
+                    rows += done
+                    batches += 1
+                    after = upto
+    finally:
+        engine.dispose()
+    return {
+        "shape": shape,
+        "rows": rows,
+        "batches": batches,
+        "seconds": time.perf_counter() - started,
+        "phases": phases,
+    }
+
+
+def phases_main(args: argparse.Namespace, targets_: Sequence[Target]) -> int:
+    """`--phases BATCH`: where the time of a batched delete goes, shape by shape."""
+    columns = ("last_key", "bound", "keys", "delete", "digest", "audit", "commit")
+    out: list[dict[str, Any]] = []
+    for target in targets_:
+        ensure_seed(target, args.rows, args.layout, args.seed)
+        for repeat in range(args.repeat):
+            for shape in SHAPES:
+                reload(target, args.rows, args.layout, args.seed)
+                result = phase_loop(target, shape, args.phases)
+                result.update(db=target.db, repeat=repeat)
+                out.append(result)
+                log(f"{target.db} #{repeat + 1} {shape}: {result['seconds']:.2f} s")
+    print(
+        f"rows={args.rows:,} layout={args.layout} batch={args.phases:,} repeat={args.repeat} "
+        "(median seconds over repeats; ratio: median of per-repeat rate ratios to plain)\n"
+    )
+    print("| db | shape | batches | s | ratio to plain | " + " | ".join(columns) + " |")
+    print("|---|---|---:|---:|---:|" + "---:|" * len(columns))
+    for target in targets_:
+        for shape in SHAPES:
+            runs = [r for r in out if r["db"] == target.db and r["shape"] == shape]
+            ratios = []
+            for run in runs:
+                plain = next(
+                    r
+                    for r in out
+                    if r["db"] == target.db
+                    and r["shape"] == "plain"
+                    and r["repeat"] == run["repeat"]
+                )
+                ratios.append((run["rows"] / run["seconds"]) / (plain["rows"] / plain["seconds"]))
+            cells = " | ".join(
+                _fmt(_median([r["phases"].get(c, 0.0) for r in runs]), 3)
+                if any(c in r["phases"] for r in runs)
+                else "-"
+                for c in columns
+            )
+            print(
+                f"| {target.db} | {shape} | {runs[0]['batches']} "
+                f"| {_fmt(_median([r['seconds'] for r in runs]))} "
+                f"| {_fmt(_median(ratios))}x | {cells} |"
+            )
+    print("\nShapes:\n" + "\n".join(f"- {k}: {v}" for k, v in SHAPES.items()))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"batch": args.phases, "runs": out}, indent=1))
+    return 0
 
 
 def explain_main(
