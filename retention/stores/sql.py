@@ -64,13 +64,17 @@ def _session_setup(dialect: str, read_only: bool) -> list[str]:
     return statements
 
 
-def open_engine(store: SqlStore, base_dir: Path | None, *, read_only: bool = False) -> sa.Engine:
+def open_engine(
+    store: SqlStore, base_dir: Path | None, *, read_only: bool = False, create: bool = False
+) -> sa.Engine:
     """An engine for `store`. Read-only engines use one unpooled connection per use,
-    each put in read-only mode by the database itself."""
+    each put in read-only mode by the database itself. A missing SQLite file is an error
+    unless `create` (the audit store's own file)."""
     url = resolve_url(store.url, base_dir)
     backend = url.get_backend_name()
     if (
         backend == "sqlite"
+        and not create
         and url.database
         and url.database != ":memory:"
         and not Path(url.database).exists()
