@@ -44,16 +44,20 @@ class BatchRecord:
     dry_run: bool
     outcome: str
     error: str | None = None
+    #: Extra facts as compact JSON (file stores: paths and sizes); never personal data values.
+    detail: str | None = None
 
     def canonical(self) -> str:
-        """Stable JSON form the chain hash covers."""
+        """Stable JSON form the chain hash covers (an absent `detail` is left out, so
+        records written before it existed keep their hashes)."""
 
         def plain(value: Any) -> Any:
             return value.isoformat() if isinstance(value, datetime) else value
 
-        return json.dumps(
-            {k: plain(v) for k, v in asdict(self).items()}, sort_keys=True, separators=(",", ":")
-        )
+        fields = {k: plain(v) for k, v in asdict(self).items()}
+        if fields["detail"] is None:
+            del fields["detail"]
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
 def chain_hash(previous: str, record: BatchRecord) -> str:

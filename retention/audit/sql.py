@@ -51,6 +51,7 @@ class AuditTables:
             sa.Column("dry_run", sa.Boolean, nullable=False),
             sa.Column("outcome", sa.String(16), nullable=False),
             sa.Column("error", sa.Text),
+            sa.Column("detail", sa.Text),
             sa.Column("prev_hash", sa.String(64), nullable=False),
             sa.Column("hash", sa.String(64), nullable=False),
             sa.UniqueConstraint(
