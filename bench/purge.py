@@ -442,6 +442,7 @@ version: 1
 title: purge benchmark
 stores:
   bench: {{url: "{url}"}}
+audit: {{store: bench}}
 rules:
   - name: events-{action}
     promise: "events are kept {PERIOD_DAYS} days"
@@ -521,6 +522,7 @@ KINDS = (
     "select_batch",
     "delete",
     "update",
+    "scratch",
     "audit",
     "other",
 )
@@ -529,8 +531,10 @@ KINDS = (
 def classify(statement: str) -> str:
     """Which of retention's statements `statement` is (by its SQL text)."""
     text = " ".join(statement.split()).lower()
-    if "retention_audit" in text:
+    if "retention_audit" in text or "retention_runs" in text or "retention_outbox" in text:
         return "audit"
+    if "retention_batch_values" in text and not text.startswith("update"):
+        return "scratch"
     if text.startswith("delete"):
         return "delete"
     if text.startswith("update"):

@@ -19,6 +19,7 @@ from retention.loader import LoadedPolicy, load_policy
 from retention.planner import build_plan
 from retention.policy import Policy
 from retention.render import iso, plan_document, print_issues, print_plan
+from retention.report_cli import report as report_command
 from retention.runner import RunOptions
 from retention.stores.preview import preview
 from retention.validate import connected_findings, static_findings
@@ -59,10 +60,33 @@ def config_option(func: F) -> F:
 
 
 def _load(config: Path) -> LoadedPolicy:
-    return load_policy(config)
+    """The policy with the active holds of its audit store added."""
+    from retention.audit.holds import load_with_holds
+
+    return load_with_holds(config)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """The command group; the one place where a `RetentionError` becomes a message on
+    standard error and the process exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PolicyError as exc:
+            print_issues(_console(err=True), exc.issues)
+            errors = sum(1 for i in exc.issues if i.severity is Severity.ERROR)
+            click.echo(f"policy invalid: {errors} error(s); nothing was run", err=True)
+            raise SystemExit(exc.exit_code) from None
+        except RetentionError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(exc.exit_code) from None
+
+
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="retention")
 def cli() -> None:
     """Enforce data-retention promises: YAML rules, dry-run plans, batched purges, audit.
@@ -82,7 +106,7 @@ def cli() -> None:
 def validate(config: Path, connect: bool, strict: bool, as_of: str | None) -> None:
     """Check a policy file; with --connect also check it against the live stores (read-only)."""
     now = _parse_instant(as_of)
-    loaded = _load(config)
+    loaded = load_policy(config)
     issues = static_findings(loaded, now)
     if connect:
         issues += connected_findings(loaded, now)
@@ -136,6 +160,12 @@ def plan(config: Path, rules: Sequence[str], as_of: str | None, fmt: str, show_s
 @click.option("--dry-run", is_flag=True, help="Change nothing: the same as `retention plan`.")
 @click.option("--force", is_flag=True, help="Run rules even when a safety limit would stop them.")
 @click.option("--max-rows", type=click.IntRange(min=0), help="Override every rule's max_rows.")
+@click.option(
+    "--slot",
+    metavar="ISO",
+    help="The scheduled slot this run fills (e.g. the cron time): a rule already run for "
+    "it (run ledger) is skipped. Default: the start time.",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -144,6 +174,7 @@ def run(
     dry_run: bool,
     force: bool,
     max_rows: int | None,
+    slot: str | None,
 ) -> None:
     """Execute the plan once and exit (cron mode).
 
@@ -165,7 +196,12 @@ def run(
     report = run_with_progress(
         loaded,
         datetime.now(UTC),
-        RunOptions(rules=rules, force=force, max_rows=max_rows),
+        RunOptions(
+            rules=rules,
+            force=force,
+            max_rows=max_rows,
+            slot=_parse_instant(slot) if slot else None,
+        ),
         should_stop=stop.is_set,
     )
     sys.exit(report.exit_code)
@@ -186,6 +222,7 @@ def check(config: Path, as_of: str | None, fmt: str) -> None:
     loaded = _load(config)
     statuses = list(check_promises(loaded.policy, now, loaded.base_dir))
     personal = uncovered_personal_columns(loaded.policy, loaded.base_dir)
+    last = _last_successes(loaded, [s.rule for s in statuses])
     if fmt == "json":
         document = {
             "now": iso(now),
@@ -199,6 +236,7 @@ def check(config: Path, as_of: str | None, fmt: str) -> None:
                     "oldest_overdue": iso(s.oldest_overdue),
                     "held": s.held,
                     "minimum": s.minimum,
+                    "last_success": iso(last.get(s.rule)),
                     "error": s.error,
                 }
                 for s in statuses
@@ -211,13 +249,33 @@ def check(config: Path, as_of: str | None, fmt: str) -> None:
             state = "kept" if s.kept else "ERROR" if s.error else "BROKEN"
             detail = s.error or (
                 f"{s.overdue} overdue (oldest {iso(s.oldest_overdue) or '-'}), {s.held} held, "
-                f"{s.minimum} kept by legal minimums"
+                f"{s.minimum} kept by legal minimums; last successful run "
+                f"{iso(last.get(s.rule)) or 'never'}"
             )
             click.echo(f"{state:<7} {s.rule}: {detail}")
         for column in personal:
             click.echo(f"note    {column} looks like personal data and no rule covers its table")
     if not all(s.kept for s in statuses):
         sys.exit(ExitCode.FAILED)
+
+
+def _last_successes(loaded: LoadedPolicy, rules: Sequence[str]) -> dict[str, datetime]:
+    """When each rule last finished a run successfully (run ledger; nothing if none)."""
+    import sqlalchemy as sa
+
+    from retention.audit.ledger import LedgerTables, last_success
+    from retention.audit.store import opened
+
+    tables = LedgerTables(loaded.policy.audit.table_prefix)
+    out: dict[str, datetime] = {}
+    with opened(loaded, create=False) as audit, audit.engine.connect() as conn:
+        if not sa.inspect(conn).has_table(tables.runs.name):
+            return out
+        for rule in rules:
+            found = last_success(conn, tables, rule)
+            if found is not None and found.finished_at is not None:
+                out[rule] = found.finished_at
+    return out
 
 
 @cli.group()
@@ -234,25 +292,22 @@ def _audit_rows(
 ) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
-    from retention.audit.sql import AuditTables, records
-    from retention.stores.sql import read_only
+    from retention.audit.sql import records
+    from retention.audit.store import opened
 
-    loaded = _load(config)
-    policy = loaded.policy
-    tables = AuditTables(policy.audit.table_prefix)
-    rows: list[dict[str, Any]] = []
-    for name in dict.fromkeys(rule.store for rule in policy.rules):
-        with read_only(policy.stores[name], loaded.base_dir, name) as conn:  # type: ignore[arg-type]
-            if sa.inspect(conn).has_table(tables.records.name):
-                rows += records(
-                    conn,
-                    tables,
-                    rules=rules,
-                    run_id=run_id,
-                    since=_parse_instant(since) if since else None,
-                    until=_parse_instant(until) if until else None,
-                )
-    return sorted(rows, key=lambda r: (r["committed_at"], r["store"], r["seq"]))
+    with opened(_load(config), create=False) as store, store.engine.connect() as conn:
+        if not sa.inspect(conn).has_table(store.tables.records.name):
+            return []
+        return list(
+            records(
+                conn,
+                store.tables,
+                rules=rules,
+                run_id=run_id,
+                since=_parse_instant(since) if since else None,
+                until=_parse_instant(until) if until else None,
+            )
+        )
 
 
 def audit_filters(func: F) -> F:
@@ -338,34 +393,41 @@ def audit_export(
 @audit.command("verify")
 @config_option
 def audit_verify(config: Path) -> None:
-    """Check the hash chain of the audit trail in each store the policy's rules use.
+    """Check the hash chain of the policy's audit trail.
 
     Exit 1 naming the first broken record when a record was altered, deleted,
-    inserted or reordered; exit 0 when every chain is intact.
+    inserted or reordered; exit 0 when the chain is intact. Records still waiting in a
+    store's outbox (a run crashed after its batch committed) are listed; the next run
+    forwards them.
     """
     import sqlalchemy as sa
 
-    from retention.audit.sql import AuditTables, verify
+    from retention.audit.outbox import Outbox, pending
+    from retention.audit.sql import verify
+    from retention.audit.store import opened
     from retention.stores.sql import read_only
 
     loaded = _load(config)
     policy = loaded.policy
-    tables = AuditTables(policy.audit.table_prefix)
-    broken = False
-    for name in dict.fromkeys(rule.store for rule in policy.rules):
-        store = policy.stores[name]
-        with read_only(store, loaded.base_dir, name) as conn:  # type: ignore[arg-type]
-            if not sa.inspect(conn).has_table(tables.records.name):
-                click.echo(f"store {name}: no audit trail yet")
-                continue
-            count, problem = verify(conn, tables)
-        if problem is None:
-            click.echo(f"store {name}: {count} records, chain intact")
-        else:
-            broken = True
-            click.echo(f"store {name}: BROKEN at record seq={problem.seq}: {problem.reason}")
-    if broken:
+    with opened(loaded, create=False) as store:
+        with store.engine.connect() as conn:
+            started = sa.inspect(conn).has_table(store.tables.records.name)
+            count, problem = verify(conn, store.tables) if started else (0, None)
+        where = store.where
+        others = [n for n in dict.fromkeys(r.store for r in policy.rules) if not store.shares(n)]
+    outbox = Outbox(policy.audit.table_prefix)
+    for name in others:
+        with read_only(policy.stores[name], loaded.base_dir, name) as conn:  # type: ignore[arg-type]
+            waiting = pending(conn, outbox)
+        if waiting:
+            click.echo(f"store {name}: {waiting} records waiting in its outbox")
+    if not started:
+        click.echo(f"audit store {where}: no audit trail yet")
+        return
+    if problem is not None:
+        click.echo(f"audit store {where}: BROKEN at record seq={problem.seq}: {problem.reason}")
         sys.exit(ExitCode.FAILED)
+    click.echo(f"audit store {where}: {count} records, chain intact")
 
 
 @cli.command()
@@ -407,6 +469,148 @@ def _redacted(url: str) -> str:
     return redact(url)
 
 
+cli.add_command(report_command)
+
+
+@cli.group()
+def hold() -> None:
+    """Legal holds kept in the audit store (they apply like the policy file's holds)."""
+
+
+def _who(who: str | None) -> str:
+    import getpass
+    import socket
+
+    return who or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _digest_key(loaded: LoadedPolicy) -> bytes:
+    import os
+
+    name = loaded.policy.audit.key_env
+    if not os.environ.get(name):
+        raise UsageError(f"environment variable {name} not set: hold changes are audited")
+    return os.environ[name].encode()
+
+
+@hold.command("add")
+@config_option
+@click.argument("name")
+@click.option("--reason", required=True, help="Why (case number, request).")
+@click.option("--subject", metavar="COLUMN=V1,V2", help="Hold these subject key values.")
+@click.option(
+    "--table",
+    "tables",
+    multiple=True,
+    metavar="TABLE=COLUMN",
+    help="The subject key is named COLUMN in TABLE (repeatable).",
+)
+@click.option("--rule", "rule", metavar="NAME", help="Hold what this rule would remove...")
+@click.option("--where", metavar="YAML", help="...matching this filter, e.g. '{ip: 10.0.0.1}'.")
+@click.option("--expires", metavar="DATE", help="Last day the hold applies (ISO date).")
+@click.option("--by", "who", metavar="WHO", help="Who places it (default user@host).")
+def hold_add(
+    config: Path,
+    name: str,
+    reason: str,
+    subject: str | None,
+    tables: Sequence[str],
+    rule: str | None,
+    where: str | None,
+    expires: str | None,
+    who: str | None,
+) -> None:
+    """Place a hold. It is validated against the policy and audited."""
+    from ruamel.yaml import YAML
+
+    from retention.audit.holds import add
+
+    definition: dict[str, Any] = {"name": name, "reason": reason}
+    if expires:
+        definition["expires"] = expires
+    if subject:
+        column, _, values = subject.partition("=")
+        parsed: list[int | str] = [
+            int(v) if v.strip().isdigit() else v.strip() for v in values.split(",") if v.strip()
+        ]
+        definition["subjects"] = {"column": column.strip(), "values": parsed}
+        if tables:
+            definition["subjects"]["tables"] = dict(t.split("=", 1) for t in tables)
+    if rule:
+        definition["rule"] = rule
+    if where:
+        definition["where"] = YAML(typ="safe", pure=True).load(where)
+    loaded = load_policy(config)
+    add(config, definition, _who(who), _digest_key(loaded))
+    click.echo(f"hold {name} placed")
+
+
+@hold.command("release")
+@config_option
+@click.argument("name")
+@click.option("--by", "who", metavar="WHO", help="Who releases it (default user@host).")
+def hold_release(config: Path, name: str, who: str | None) -> None:
+    """Release a stored hold (it stays listed as released; the change is audited)."""
+    from retention.audit.holds import release
+
+    loaded = load_policy(config)
+    release(config, name, _who(who), _digest_key(loaded))
+    click.echo(f"hold {name} released")
+
+
+@hold.command("list")
+@config_option
+@click.option("--all", "show_all", is_flag=True, help="Include released holds.")
+def hold_list(config: Path, show_all: bool) -> None:
+    """List holds: the policy file's and the audit store's."""
+    from rich.table import Table
+
+    from retention.audit.holds import HoldTable, stored_holds
+    from retention.audit.store import opened
+
+    loaded = load_policy(config)
+    table = Table(title="legal holds", title_justify="left")
+    for column in ("name", "source", "scope", "expires", "placed", "status", "reason"):
+        table.add_column(column)
+    now = datetime.now(UTC)
+    for h in loaded.policy.holds:
+        status = "expired" if h.expires and h.expires < now else "active"
+        table.add_row(
+            h.name,
+            "policy file",
+            _scope(h.model_dump(mode="json")),
+            iso(h.expires) or "-",
+            "-",
+            status,
+            h.reason,
+        )
+    with opened(loaded, create=False) as audit, audit.engine.connect() as conn:
+        stored = stored_holds(conn, HoldTable(loaded.policy.audit.table_prefix))
+    for s in stored:
+        if not s.active and not show_all:
+            continue
+        status = "active" if s.active else f"released {iso(s.released_at)} by {s.released_by}"
+        placed = f"{iso(s.created_at)} by {s.created_by}"
+        d = s.definition
+        table.add_row(
+            s.name,
+            "audit store",
+            _scope(d),
+            str(d.get("expires") or "-"),
+            placed,
+            status,
+            str(d.get("reason", "")),
+        )
+    _console().print(table)
+
+
+def _scope(definition: dict[str, Any]) -> str:
+    subjects = definition.get("subjects")
+    if subjects:
+        return f"{subjects['column']} in {len(subjects['values'])} values"
+    return f"rule {definition.get('rule')} where {json.dumps(definition.get('where'), default=str)}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and turn `RetentionError`s into exit codes."""
     try:
@@ -417,12 +621,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(ExitCode.INVALID)
-    except PolicyError as exc:
-        print_issues(_console(err=True), exc.issues)
-        errors = sum(1 for i in exc.issues if i.severity is Severity.ERROR)
-        click.echo(f"policy invalid: {errors} error(s); nothing was run", err=True)
-        sys.exit(exc.exit_code)
-    except RetentionError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
     sys.exit(ExitCode.OK)

@@ -12,7 +12,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -66,8 +66,15 @@ def render_path(path: TreePath) -> str:
     return out
 
 
-def load_policy(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedPolicy:
-    """Read and validate the policy file at `path`; raise `PolicyError` listing every issue."""
+def load_policy(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    extra_holds: Sequence[Mapping[str, Any]] = (),
+) -> LoadedPolicy:
+    """Read and validate the policy file at `path`; raise `PolicyError` listing every issue.
+
+    `extra_holds` (holds kept in the audit store) are validated as if the file listed
+    them after its own holds."""
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -75,11 +82,14 @@ def load_policy(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
         raise PolicyError([Issue("no such policy file", file=file)]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError([Issue(f"cannot read the policy file: {exc}", file=file)]) from None
-    return load_text(text, file, os.environ if env is None else env)
+    return load_text(text, file, os.environ if env is None else env, extra_holds)
 
 
 def load_text(
-    text: str, file: str = "<policy>", env: Mapping[str, str] | None = None
+    text: str,
+    file: str = "<policy>",
+    env: Mapping[str, str] | None = None,
+    extra_holds: Sequence[Mapping[str, Any]] = (),
 ) -> LoadedPolicy:
     """Validate a policy given as YAML text (see `load_policy`)."""
     env = os.environ if env is None else env
@@ -94,11 +104,22 @@ def load_text(
         )
         raise PolicyError(issues)
 
+    first_extra = len(tree.get("holds") or []) if isinstance(tree.get("holds"), list) else 0
+
     def locate(path: TreePath, message: str, key: bool = False) -> Issue:
+        if extra_holds and path[:1] == ("holds",) and len(path) > 1:
+            index = path[1]
+            if isinstance(index, int) and index >= first_extra:
+                name = extra_holds[index - first_extra].get("name", "?")
+                rest = render_path(path[2:])
+                return Issue(message, f"hold {name}" + (f": {rest}" if rest else ""), "audit store")
         positions = reader.keys if key and path in reader.keys else reader.values
         line, column = _nearest(positions, path)
         return Issue(message, render_path(path), file, line, column)
 
+    if extra_holds:
+        held = tree.get("holds")
+        tree["holds"] = [*(held if isinstance(held, list) else []), *map(dict, extra_holds)]
     secrets = _substitute(tree, (), env, issues, locate)
     issues.extend(locate(path, message) for path, message in reference_issues(tree))
     policy: Policy | None = None

@@ -17,20 +17,23 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from retention.audit.records import rule_hash
-from retention.audit.sql import AuditTables, ensure_tables
+from retention.audit import ledger
+from retention.audit.outbox import Outbox, forward, put
+from retention.audit.records import BatchRecord, rule_hash
+from retention.audit.sql import append
+from retention.audit.store import AuditStore, open_audit
 from retention.errors import ExitCode, StoreError, UsageError
 from retention.loader import LoadedPolicy
 from retention.planner import Plan, RulePlan, build_plan, limit_breach
 from retention.policy import HashStrategy, Limits, SqlStore
-from retention.stores.purge import BatchDone, PurgeOptions, RuleResult, purge
+from retention.stores.purge import BatchDone, KeySpan, PurgeOptions, RuleResult, purge
 from retention.stores.rulesql import RuleSchemaError, compile_rule
 from retention.stores.schema import Catalog
 from retention.stores.sql import open_engine
 
 __all__ = ["RuleOutcome", "RunOptions", "RunReport", "database_now", "run_once"]
 
-Status = Literal["ok", "failed", "limit", "stopped"]
+Status = Literal["ok", "failed", "limit", "stopped", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,12 @@ class RunOptions:
     max_rows: int | None = None
     #: Use this instant as "now" instead of reading clocks (tests, embedding).
     as_of: datetime | None = None
+    #: The scheduled slot this run fills, for the run ledger: a rule whose (rule, slot)
+    #: is already claimed is skipped. Default: the run's start time (never shared).
+    slot: datetime | None = None
+    #: Claim and record each rule's run in the ledger (off when a caller, such as the
+    #: daemon, keeps the ledger itself).
+    ledger: bool = True
 
 
 @dataclass
@@ -169,16 +178,27 @@ def run_once(
         name: open_engine(policy.stores[name], loaded.base_dir)  # type: ignore[arg-type]
         for name in stores
     }
+    audit: AuditStore | None = None
     try:
         now = options.as_of or _decide_now(loaded, stores, local_now, engines)
         plan = build_plan(policy, now, options.rules)
         digest_key, hash_keys = _keys(loaded, plan.rules, env)
         report = RunReport(str(uuid.uuid4()), plan)
-        audit = AuditTables(policy.audit.table_prefix)
+        audit = open_audit(loaded)
+        outbox = Outbox(policy.audit.table_prefix)
+        _recover(audit, outbox, {n: e for n, e in engines.items() if not audit.shares(n)})
         host = socket.gethostname()
+        runs = _Ledger(audit, policy.audit.table_prefix, options, report.run_id, host)
         for rule_plan in plan.rules:
             if should_stop():
                 break
+            if not runs.claim(rule_plan.name):
+                skipped = RuleOutcome(rule_plan.name, rule_plan.rule.action, "skipped")
+                skipped.error = "this slot was already run (run ledger)"
+                report.outcomes.append(skipped)
+                on_rule(skipped)
+                continue
+            shared = audit.shares(rule_plan.store_name)
             outcome = _run_rule(
                 rule_plan,
                 engines[rule_plan.store_name],
@@ -187,20 +207,104 @@ def run_once(
                     run_id=report.run_id,
                     host=host,
                     rule_hash=rule_hash(rule_plan.rule.model_dump(mode="json", by_alias=True)),
-                    audit=audit,
                     digest_key=digest_key,
+                    record=_recorder(audit, outbox, shared),
+                    committed=_forwarder(audit, outbox, shared),
                     hash_keys=hash_keys,
                     should_stop=should_stop,
                     on_batch=on_batch,
                 ),
                 on_start,
+                outbox=None if shared else outbox,
             )
+            runs.finish(outcome, rule_plan.cutoff)
             report.outcomes.append(outcome)
             on_rule(outcome)
         return report
     finally:
+        if audit is not None:
+            audit.dispose()
         for engine in engines.values():
             engine.dispose()
+
+
+class _Ledger:
+    """The run's rows in the run ledger: claimed per rule before it runs, finished after."""
+
+    def __init__(
+        self,
+        audit: AuditStore,
+        prefix: str,
+        options: RunOptions,
+        run_id: str,
+        host: str,
+    ) -> None:
+        self.audit, self.options, self.run_id, self.host = audit, options, run_id, host
+        self.tables = ledger.LedgerTables(prefix)
+        self.slot = options.slot or datetime.now(UTC)  # the start: no other run shares it
+        if options.ledger:
+            with audit.engine.begin() as conn:
+                ledger.ensure(conn, self.tables)
+
+    def claim(self, rule: str) -> bool:
+        """False when another run already took this rule's slot."""
+        if not self.options.ledger:
+            return True
+        now = datetime.now(UTC)
+        return ledger.claim(
+            self.audit.engine, self.tables, rule, self.slot, self.run_id, self.host, now
+        )
+
+    def finish(self, outcome: RuleOutcome, cutoff: datetime) -> None:
+        if self.options.ledger:
+            ledger.finish(
+                self.audit.engine,
+                self.tables,
+                outcome.rule,
+                self.slot,
+                outcome.status,
+                outcome.rows,
+                cutoff,
+                datetime.now(UTC),
+                outcome.error,
+            )
+
+
+def _recover(audit: AuditStore, outbox: Outbox, engines: Mapping[str, sa.Engine]) -> None:
+    """Forward audit records a crashed run left in the stores' outboxes."""
+    for name, engine in engines.items():
+        try:
+            with engine.connect() as conn:
+                forward(conn, outbox, audit.engine, audit.tables)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"store {name!r}: cannot forward its audit outbox: {exc}") from None
+
+
+def _recorder(
+    audit: AuditStore, outbox: Outbox, shared: bool
+) -> Callable[[sa.Connection, BatchRecord], None]:
+    """How a batch writes its audit record inside its transaction: straight into the
+    chain when the audit store is the rule's own database, else into its outbox."""
+
+    def in_chain(conn: sa.Connection, record: BatchRecord) -> None:
+        append(conn, audit.tables, record)
+
+    def in_outbox(conn: sa.Connection, record: BatchRecord) -> None:
+        put(conn, outbox, record)
+
+    return in_chain if shared else in_outbox
+
+
+def _forwarder(audit: AuditStore, outbox: Outbox, shared: bool) -> Callable[[sa.Connection], None]:
+    """What follows each commit: forward the outbox to the audit store (if not shared)."""
+
+    def nothing(_conn: sa.Connection) -> None:
+        return None
+
+    def send(conn: sa.Connection) -> None:
+        forward(conn, outbox, audit.engine, audit.tables, check=False)
+
+    return nothing if shared else send
 
 
 def _run_rule(
@@ -209,27 +313,36 @@ def _run_rule(
     options: RunOptions,
     purge_options: PurgeOptions,
     on_start: Callable[[RulePlan, int], None],
+    *,
+    outbox: Outbox | None,
 ) -> RuleOutcome:
     rule = rule_plan.rule
     outcome = RuleOutcome(rule.name, rule.action, "failed")
+    limits = _limits(rule_plan.limits, options)
     try:
         with engine.connect() as conn:
             catalog = Catalog(conn, rule_plan.store_name)
             sql = compile_rule(rule_plan, catalog)
             counts = conn.execute(sql.count()).one()
             affected = int(counts.affected or 0)
-            table_rows = int(conn.execute(sql.table_rows()).scalar() or 0)
+            table_rows = None
+            if limits.max_fraction is not None:
+                table_rows = int(conn.execute(sql.table_rows()).scalar() or 0)
             conn.rollback()
             outcome.planned = affected
-            breach = limit_breach(_limits(rule_plan.limits, options), affected, table_rows)
+            breach = limit_breach(limits, affected, table_rows or 0)
             if breach and not options.force:
                 outcome.status = "limit"
                 outcome.error = f"safety limit: {breach}; nothing touched (use --force to override)"
                 return outcome
-            with conn.begin():
-                ensure_tables(conn, purge_options.audit)
+            if outbox is not None:
+                with conn.begin():
+                    outbox.ensure(conn)
+            span = None
+            if sql.integer_key and counts.first_key is not None:
+                span = KeySpan(int(counts.first_key), int(counts.last_key))
             on_start(rule_plan, affected)
-            outcome.result = purge(sql, conn, purge_options)
+            outcome.result = purge(sql, conn, purge_options, span)
             outcome.status = "stopped" if outcome.result.stopped == "signal" else "ok"
     except RuleSchemaError as exc:
         outcome.error = str(exc)

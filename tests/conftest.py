@@ -7,13 +7,19 @@ they fail: CI must prove they ran. Point them elsewhere with
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
+from retention.audit.outbox import Outbox
+from retention.audit.store import opened
+from retention.loader import LoadedPolicy
 
 POSTGRES_URL = os.environ.get(
     "RETENTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -119,3 +125,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     missing = {"postgres", "mariadb"} - marks
     if missing and len(items) > 20:
         raise pytest.UsageError(f"CI run selects no {' or '.join(sorted(missing))} tests")
+
+
+def audit_records(loaded: LoadedPolicy) -> list[Any]:
+    """Every record in the policy's audit store (not its outboxes), in chain order."""
+    with opened(loaded, create=False) as audit, audit.engine.connect() as conn:
+        if not sa.inspect(conn).has_table(audit.tables.records.name):
+            return []
+        return list(
+            conn.execute(sa.select(audit.tables.records).order_by(audit.tables.records.c.seq))
+        )
+
+
+def outbox_records(url: str) -> list[Any]:
+    """Audit records waiting in the outbox of the database at `url` (not yet forwarded)."""
+    outbox = Outbox()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            if not outbox.exists(conn):
+                return []
+            return [json.loads(r.record) for r in conn.execute(sa.select(outbox.table))]
+    finally:
+        engine.dispose()
+
+
+def audited_rows(loaded: LoadedPolicy, url: str, tables: tuple[str, ...] = ()) -> int:
+    """Rows the audit trail says were removed or rewritten: the audit store's records plus
+    any still in the outbox at `url` (optionally only records on `tables`)."""
+    unique: dict[tuple[Any, ...], int] = {}
+    for record in [r._asdict() for r in audit_records(loaded)] + outbox_records(url):
+        if record["outcome"] == "committed" and (not tables or record["table_name"] in tables):
+            # A crash after forwarding but before clearing the outbox leaves a record in
+            # both; the audit store's unique key (run, rule, table, batch) names it once.
+            key = (record["run_id"], record["rule"], record["table_name"], record["batch"])
+            unique[key] = int(record["rows"])
+    return sum(unique.values())

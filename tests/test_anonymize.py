@@ -595,3 +595,29 @@ def test_hash_is_a_deterministic_lowercase_hex_digest(key: bytes, value: str) ->
     assert isinstance(digest, str)
     assert len(digest) == 64
     assert set(digest) <= set("0123456789abcdef")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    octets=st.lists(st.integers(0, 300), min_size=4, max_size=4),
+    zeros=st.lists(st.booleans(), min_size=4, max_size=4),
+    prefix=st.integers(0, 32),
+    pad=st.sampled_from(["", " ", "\t"]),
+)
+def test_the_plain_ipv4_fast_path_agrees_with_the_ipaddress_module(
+    octets: list[int], zeros: list[bool], prefix: int, pad: str
+) -> None:
+    """Dotted quads (some out of range, some with leading zeros) give exactly what
+    `ipaddress` gives, or None where it refuses the text."""
+    import ipaddress
+
+    text = pad + ".".join(f"0{o}" if z else str(o) for o, z in zip(octets, zeros, strict=True))
+    strategy = TruncateIpStrategy(strategy="truncate_ip", ipv4_prefix=prefix)
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        expected: object = None
+    else:
+        mask = ((1 << prefix) - 1) << (32 - prefix)
+        expected = str(ipaddress.IPv4Address(int(address) & mask))
+    assert anonymize_value(strategy, text + pad) == expected

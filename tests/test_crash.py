@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from retention.audit.sql import AuditTables
+from retention.loader import load_policy
+from tests.conftest import audited_rows, outbox_records
 
 META = sa.MetaData()
 EVENTS = sa.Table(
@@ -69,16 +70,13 @@ def _fill(url: str) -> set[int]:
     return survivors
 
 
-def _state(url: str) -> tuple[set[int], int]:
+def _state(url: str, policy: Path) -> tuple[set[int], int]:
+    """The ids left, and the rows the audit trail (audit store plus outbox) says went."""
     engine = sa.create_engine(url)
-    audit = AuditTables()
     with engine.connect() as conn:
         ids = {r[0] for r in conn.execute(sa.select(EVENTS.c.id))}
-        audited = 0
-        if sa.inspect(conn).has_table(audit.records.name):
-            audited = int(conn.execute(sa.select(sa.func.sum(audit.records.c.rows))).scalar() or 0)
     engine.dispose()
-    return ids, audited
+    return ids, audited_rows(load_policy(policy, env={}), url)
 
 
 def _run(policy: Path, kill_after: float | None) -> int:
@@ -96,26 +94,31 @@ def _run(policy: Path, kill_after: float | None) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("placement", ["beside the policy", "in the rule's store"])
 def test_sigkill_mid_purge_never_loses_the_audit_or_a_protected_row(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, placement: str
 ) -> None:
+    """The audit store is a SQLite file beside the policy (records go through the
+    outbox) or the rule's own database (records commit with their batch)."""
     survivors = _fill(db_url)
     everything = set(range(1, ROWS + 1))
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY.format(url=db_url, held=HELD))
+    text = POLICY.format(url=db_url, held=HELD)
+    policy.write_text(text + ("audit: {store: app}\n" if placement != "beside the policy" else ""))
     killed_mid_run = 0
     for kill_after in (1.2, 2.0, 2.8):
         _run(policy, kill_after)
-        ids, audited = _state(db_url)
+        ids, audited = _state(db_url, policy)
         assert survivors <= ids, "a protected or unexpired row was deleted"
         assert audited == len(everything - ids), "audit trail and deletions disagree"
         if ids != survivors:
             killed_mid_run += 1
     assert killed_mid_run >= 1, "no kill landed mid-purge; the test proved nothing"
     _run(policy, None)
-    ids, audited = _state(db_url)
+    ids, audited = _state(db_url, policy)
     assert ids == survivors
     assert audited == len(everything - survivors)
+    assert not outbox_records(db_url), "the re-run left records in the outbox"
 
 
 @pytest.mark.slow
@@ -144,6 +147,6 @@ def test_sigterm_stops_at_a_batch_boundary_and_exits_0(sqlite_url: str, tmp_path
     assert proc.wait(timeout=10) == 0
     assert time.monotonic() - sent < 5
     proc.stdout.close()
-    ids, audited = _state(sqlite_url)
+    ids, audited = _state(sqlite_url, policy)
     assert audited == ROWS - len(ids)
     assert 0 < audited < ROWS * 0.6 - 100, "the run was not stopped part-way"

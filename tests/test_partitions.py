@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import itertools
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from retention.audit.sql import AuditTables
 from retention.loader import load_text
 from retention.planner import build_plan
 from retention.runner import RunOptions, run_once
 from retention.stores.preview import preview
-from tests.conftest import NOW
+from tests.conftest import NOW, audit_records, outbox_records
 
 MONTHS = ["2025-01", "2025-02", "2025-03", "2025-04", "2025-05", "2025-06"]
 POLICY = """\
@@ -71,9 +71,11 @@ def _count(url: str, where: str = "") -> int:
 
 
 @pytest.mark.postgres
-def test_whole_expired_partitions_are_dropped_and_the_rest_purged(postgres_url: str) -> None:
+def test_whole_expired_partitions_are_dropped_and_the_rest_purged(
+    postgres_url: str, tmp_path: Path
+) -> None:
     _create(postgres_url)
-    loaded = load_text(POLICY.format(url=postgres_url), "p.yaml", env={})
+    loaded = load_text(POLICY.format(url=postgres_url), str(tmp_path / "p.yaml"), env={})
     cutoff = (NOW - timedelta(days=365)).replace(tzinfo=None)
     expected_left = _count(postgres_url, f"WHERE created_at >= '{cutoff}' OR account_id = 99")
     estimate = next(iter(preview(build_plan(loaded.policy, NOW), None)))
@@ -94,7 +96,6 @@ def test_whole_expired_partitions_are_dropped_and_the_rest_purged(postgres_url: 
     assert _count(postgres_url) == expected_left
     assert _count(postgres_url, "WHERE account_id = 99") == 1
     engine = sa.create_engine(postgres_url)
-    audit = AuditTables()
     with engine.connect() as conn:
         tables = {
             r[0]
@@ -103,8 +104,9 @@ def test_whole_expired_partitions_are_dropped_and_the_rest_purged(postgres_url: 
                 "WHERE starts_with(relname::text, 'pevents_') AND relkind = 'r'"
             )
         }
-        records = conn.execute(sa.select(audit.records)).all()
     engine.dispose()
+    records = audit_records(loaded)
+    assert not outbox_records(postgres_url)
     assert tables == {"pevents_2025_03", "pevents_rest"}
     dropped = [r for r in records if r.action == "drop_partition"]
     assert sorted(r.table_name for r in dropped) == [

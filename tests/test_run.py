@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from retention.audit.sql import AuditTables
-from retention.loader import load_text
+from retention.loader import LoadedPolicy, load_text
 from retention.runner import RunOptions, RunReport, run_once
-from tests.conftest import NOW
+from retention.stores.purge import BatchDone
+from tests.conftest import NOW, audit_records, outbox_records
 from tests.test_plan_counts import ACCOUNTS, EVENTS, HELD_ACCOUNTS, POLICY, _fill, _naive
 
 ENV = {"RETENTION_AUDIT_KEY": "test-audit-key"}
@@ -73,18 +73,24 @@ def _expected_after(
     return rows
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Policies here are loaded as ``test.yaml`` in the working directory, so their default
+    audit store (``test.audit.db``) lands in the test's own folder."""
+    monkeypatch.chdir(tmp_path)
+
+
+def _loaded(url: str, policy: str | None = None) -> LoadedPolicy:
+    return load_text(policy or POLICY.format(url=url), "test.yaml", env={})
+
+
 def _run(url: str, policy: str | None = None, **options: Any) -> RunReport:
-    loaded = load_text(policy or POLICY.format(url=url), "test.yaml", env={})
-    return run_once(loaded, NOW, RunOptions(as_of=NOW, **options), env=ENV)
+    return run_once(_loaded(url, policy), NOW, RunOptions(as_of=NOW, **options), env=ENV)
 
 
-def _audit_rows(url: str) -> list[dict[str, Any]]:
-    tables = AuditTables()
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = [r._asdict() for r in conn.execute(sa.select(tables.records))]
-    engine.dispose()
-    return rows
+def _audit_rows(url: str, policy: str | None = None) -> list[dict[str, Any]]:
+    assert not outbox_records(url), "the run left audit records in the outbox"
+    return [r._asdict() for r in audit_records(_loaded(url, policy))]
 
 
 def test_run_changes_exactly_the_expired_unprotected_rows(db_url: str) -> None:
@@ -102,12 +108,19 @@ def test_run_changes_exactly_the_expired_unprotected_rows(db_url: str) -> None:
     assert sum(o.rows for o in report.outcomes) == removed + anonymized
 
 
-def test_audit_trail_counts_what_the_run_changed(db_url: str) -> None:
+@pytest.mark.parametrize("placement", ["beside the policy", "in the rule's store"])
+def test_audit_trail_counts_what_the_run_changed(db_url: str, placement: str) -> None:
+    """Whether records commit with their batch (audit store = the rule's store) or go
+    through the outbox to the default SQLite file, the trail counts every change."""
     _fill(db_url)
+    policy = POLICY.format(url=db_url)
+    if placement == "in the rule's store":
+        policy += "audit:\n  store: app\n"
     before, _ = _rows(db_url)
-    report = _run(db_url)
+    report = _run(db_url, policy)
     after, _ = _rows(db_url)
-    audit = _audit_rows(db_url)
+    audit = _audit_rows(db_url, policy)
+    assert Path("test.audit.db").exists() == (placement == "beside the policy")
     by_rule: dict[str, int] = {}
     for record in audit:
         assert record["run_id"] == report.run_id
@@ -457,17 +470,19 @@ def test_a_time_budget_stops_the_rule_and_the_next_run_goes_on(sqlite_url: str) 
 
 def test_batch_size_adapts_toward_the_target_time_within_bounds(sqlite_url: str) -> None:
     _fill(sqlite_url)
-    sizes: list[int] = []
     loaded = load_text(
         _slow_policy(sqlite_url, "{size: 8, min_size: 4, max_size: 64, target_ms: 10000}"),
         "t.yaml",
         env={},
     )
-    run_once(
-        loaded, NOW, RunOptions(as_of=NOW), env=ENV, on_batch=lambda done: sizes.append(done.size)
-    )
-    # Batches far under a 10 s target double each time until the maximum.
-    assert sizes[:5] == [8, 16, 32, 64, 64]
+    done: list[BatchDone] = []
+    run_once(loaded, NOW, RunOptions(as_of=NOW), env=ENV, on_batch=done.append)
+    # Batches far under a 10 s target double each time (an integer key: the width of the
+    # key range); wider ranges than max_size are cut to max_size keys, so no batch ever
+    # holds more rows than that.
+    assert [d.size for d in done[:5]] == [8, 16, 32, 64, 128]
+    assert max(d.rows for d in done) <= 64
+    assert sum(d.rows for d in done) == 801 - len(_rows(sqlite_url)[0])
 
 
 def test_run_refuses_when_the_database_clock_disagrees(sqlite_url: str) -> None:
@@ -479,3 +494,28 @@ def test_run_refuses_when_the_database_clock_disagrees(sqlite_url: str) -> None:
     with pytest.raises(StoreError, match=r"differ by 72\d\d s, more than max_clock_skew"):
         run_once(loaded, skewed, RunOptions(), env=ENV)
     assert len(_rows(sqlite_url)[0]) == 801
+
+
+def test_each_rule_runs_once_per_slot_and_the_ledger_records_it(sqlite_url: str) -> None:
+    from retention.audit.ledger import LedgerTables, runs
+    from retention.audit.store import opened
+
+    _fill(sqlite_url)
+    slot = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    first = _run(sqlite_url, slot=slot)
+    assert {o.status for o in first.outcomes} == {"ok"}
+    before, _ = _rows(sqlite_url)
+    # A second replica (or a retried cron job) firing for the same slot changes nothing.
+    second = _run(sqlite_url, slot=slot)
+    assert {o.status for o in second.outcomes} == {"skipped"}
+    assert second.exit_code == 0
+    assert _rows(sqlite_url)[0] == before
+    with opened(_loaded(sqlite_url)) as audit, audit.engine.connect() as conn:
+        ledger = list(runs(conn, LedgerTables()))
+    assert sorted((r.rule, r.status, r.rows) for r in ledger) == sorted(
+        (o.rule, "ok", o.rows) for o in first.outcomes
+    )
+    assert {r.slot for r in ledger} == {slot}
+    assert all(r.finished_at is not None and r.run_id == first.run_id for r in ledger)
+    # Another slot runs again.
+    assert {o.status for o in _run(sqlite_url, slot=slot + timedelta(days=1)).outcomes} == {"ok"}

@@ -55,7 +55,7 @@ class AuditTables:
             sa.Column("prev_hash", sa.String(64), nullable=False),
             sa.Column("hash", sa.String(64), nullable=False),
             sa.UniqueConstraint(
-                "run_id", "rule", "table_name", "batch", name=f"{prefix}audit_batch_uq"
+                "run_id", "rule", "table_name", "batch", "outcome", name=f"{prefix}audit_batch_uq"
             ),
         )
         self.head = sa.Table(
@@ -68,11 +68,49 @@ class AuditTables:
 
 
 def ensure_tables(conn: sa.Connection, tables: AuditTables) -> None:
-    """Create the audit tables and the chain head if missing (idempotent)."""
+    """Create the audit tables and the chain head if missing (idempotent); on PostgreSQL
+    also the triggers that make the records table append-only."""
     tables.metadata.create_all(conn, checkfirst=True)
     exists = conn.execute(sa.select(tables.head.c.id).where(tables.head.c.id == 1)).first()
     if exists is None:
         conn.execute(tables.head.insert().values(id=1, seq=0, hash=GENESIS))
+    if conn.dialect.name == "postgresql":
+        _append_only(conn, tables.records.name)
+
+
+def _append_only(conn: sa.Connection, table: str) -> None:
+    """Triggers refusing UPDATE, DELETE and TRUNCATE of audit records (PostgreSQL).
+
+    They stop mistakes and casual edits by anyone but the table's owner, who can
+    disable them; `verify` still catches what an owner changes. Other databases rely
+    on grants (see the README).
+    """
+    function = f"{table}_append_only"
+    quoted = conn.dialect.identifier_preparer.quote
+    present = conn.exec_driver_sql(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass(%(t)s) "
+        "AND tgname IN (%(row)s, %(all)s)",
+        {"t": table, "row": f"{table}_no_change", "all": f"{table}_no_truncate"},
+    ).scalar()
+    if present == 2:
+        return
+    conn.execute(
+        sa.text(
+            f"CREATE OR REPLACE FUNCTION {quoted(function)}() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ "
+            "BEGIN RAISE EXCEPTION 'the audit trail is append-only: % on % refused', "
+            "TG_OP, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege'; END $$"
+        )
+    )
+    for name, timing in (
+        (f"{table}_no_change", "BEFORE UPDATE OR DELETE ON {t} FOR EACH ROW"),
+        (f"{table}_no_truncate", "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT"),
+    ):
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quoted(name)} ON {quoted(table)}")
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER {quoted(name)} {timing.format(t=quoted(table))} "
+            f"EXECUTE FUNCTION {quoted(function)}()"
+        )
 
 
 def _naive_utc(record: BatchRecord) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from retention.errors import StoreError
 from retention.planner import Plan, RulePlan, limit_breach
 from retention.stores.partitions import droppable_partitions
+from retention.stores.purge import walk_of
 from retention.stores.rulesql import RuleSchemaError, RuleSql, compile_rule
 from retention.stores.schema import Catalog, from_db_time
 from retention.stores.sql import read_only
@@ -79,13 +80,15 @@ def _json_value(value: Any) -> Any:
 
 #: Parameters that change from batch to batch; shown as such in a plan.
 PER_BATCH = "(per batch)"
-_BATCH_PARAMS = ("after", "upto", "last", "skip", "key_value")
+_BATCH_PARAMS = ("after", "upto", "last", "n", "marked_at")
 
 
 def _statement(step: str, stmt: sa.ClauseElement, dialect: sa.Dialect) -> Statement:
     compiled = stmt.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)
-    per_batch = {n for n in compiled.params if n.startswith(_BATCH_PARAMS) or n.startswith("new_")}
+    per_batch = {
+        n for n in compiled.params if any(n == p or n.startswith(f"{p}_") for p in _BATCH_PARAMS)
+    }
     expanded = compiled.construct_expanded_state(dict.fromkeys(per_batch))
     params = {
         k: PER_BATCH if k in per_batch else _json_value(v) for k, v in expanded.parameters.items()
@@ -94,23 +97,28 @@ def _statement(step: str, stmt: sa.ClauseElement, dialect: sa.Dialect) -> Statem
 
 
 def statements_for(sql: RuleSql, dialect: sa.Dialect) -> tuple[Statement, ...]:
-    """The statements a run of the rule executes, in order, for display."""
+    """The statements a run of the rule executes, in order, for display (the batch
+    statements once, with their per-batch parameters marked)."""
     plan = sql.plan
-    steps: list[tuple[str, sa.ClauseElement]] = [
-        ("last_key", sql.last_key()),
-        ("next_bound", sql.next_bound()),
-    ]
+    steps: list[tuple[str, sa.ClauseElement]] = [("count", sql.count())]
+    if walk_of(sql) == "limit":
+        steps += [
+            ("last_key", sql.last_key()),
+            ("batch_keys", sql.select_keys(limit=True, lock=True)),
+        ]
     action = plan.rule.action
     if action == "anonymize":
         spec = plan.rule.anonymize
         assert spec is not None
-        columns = list(spec.columns) + ([spec.marker] if spec.marker else [])
+        columns = list(spec.columns)
         steps += [
-            ("select_batch", sql.select_batch(list(spec.columns))),
-            ("update_row", sql.update_row(columns)),
+            ("select_batch", sql.select_batch(columns, lock=True)),
+            ("update_batch", sql.update_from(sql.scratch_table(columns), columns, spec.marker)),
         ]
     else:
-        steps.append(("delete_batch", sql.delete_batch()))
+        if action == "archive":
+            steps.append(("archive_batch", sql.archive_batch()))
+        steps.append(("delete_batch", sql.delete_batch(returning=dialect.delete_returning)))
     return tuple(_statement(step, stmt, dialect) for step, stmt in steps)
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, TypeAlias
 
 import sqlalchemy as sa
+from sqlalchemy.sql.dml import ReturningDelete
 
 from retention.errors import StoreError
 from retention.filters import Condition, Op
@@ -118,19 +119,33 @@ class RuleSql:
         return _all((self.expired, *self.scope, *held, *self.minimums, *self.pending))
 
     def count(self) -> AnySelect:
-        """One scan: candidates, those not held, those also past minimums, oldest affected."""
+        """One scan: candidates, those not held, those also past minimums, oldest affected;
+        for a single integer key also the smallest and largest affected key (the walk's
+        bounds)."""
         allowed = _all((self.not_held, self.past_minimums))
+        spans: list[sa.ColumnElement[Any]] = []
+        if self.integer_key:
+            spans = [
+                sa.func.min(sa.case((allowed, self.keys[0]))).label("first_key"),
+                sa.func.max(sa.case((allowed, self.keys[0]))).label("last_key"),
+            ]
         statement: AnySelect = (
             sa.select(
                 sa.func.count().label("candidates"),
                 sa.func.sum(sa.case((self.not_held, 1), else_=0)).label("not_held"),
                 sa.func.sum(sa.case((allowed, 1), else_=0)).label("affected"),
                 sa.func.min(sa.case((allowed, self.age))).label("oldest"),
+                *spans,
             )
             .select_from(self.table)
             .where(self.candidates)
         )
         return statement
+
+    @property
+    def integer_key(self) -> bool:
+        """A single integer primary key: batches are key ranges of adaptive width."""
+        return len(self.keys) == 1 and isinstance(self.keys[0].type, sa.Integer)
 
     def table_rows(self) -> AnySelect:
         """All rows of the table (for the max_fraction limit)."""
@@ -184,49 +199,85 @@ class RuleSql:
             .limit(1)
         )
 
-    def next_bound(self, first: bool = False) -> AnySelect:
-        """The key that ends the next batch: the `skip`+1-th eligible key after `after`
-        (from the start when `first`), not beyond `last`."""
-        lower = () if first else (self._compare(">", "after"),)
+    def select_keys(
+        self, first: bool = False, *, limit: bool = False, lock: bool = False
+    ) -> AnySelect:
+        """The eligible keys in the key range (`after`, `upto`], in order; with `limit`,
+        only the first `n` of them; with `lock`, locked against concurrent change."""
+        statement = sa.select(*self.keys).where(self._range(first), self.eligible)
+        statement = statement.order_by(*self.keys)
+        if limit:
+            statement = statement.limit(sa.bindparam("n", type_=sa.Integer))
+        return statement.with_for_update() if lock else statement
+
+    def nth_key(self) -> AnySelect:
+        """The `skip`+1-th key after `after` and not beyond `upto`, eligible or not: caps a
+        key range at that many rows (the primary key index alone answers it)."""
         return (
-            sa.select(*self.keys)
-            .where(*lower, self._compare("<=", "last"), self.eligible)
-            .order_by(*self.keys)
+            sa.select(self.key)
+            .where(self._range(False))
+            .order_by(self.key)
             .limit(1)
             .offset(sa.bindparam("skip", type_=sa.Integer))
         )
 
-    def select_keys(self, first: bool = False) -> AnySelect:
-        """The eligible keys in the key range (`after`, `upto`], in order."""
-        return sa.select(*self.keys).where(self._range(first), self.eligible).order_by(*self.keys)
+    def next_key(self) -> AnySelect:
+        """The first key after `upto`, eligible or not (skips a gap in the keys)."""
+        return sa.select(sa.func.min(self.key)).where(self._compare(">", "upto"))
 
-    def delete_batch(self, first: bool = False) -> sa.Delete:
-        """Delete the eligible rows in the key range (`after`, `upto`]."""
-        return sa.delete(self.table).where(self._range(first), self.eligible)
+    def delete_batch(
+        self, first: bool = False, *, returning: bool = False
+    ) -> sa.Delete | ReturningDelete[*tuple[Any, ...]]:
+        """Delete the eligible rows in the key range (`after`, `upto`] (returning their
+        keys when `returning`)."""
+        statement = sa.delete(self.table).where(self._range(first), self.eligible)
+        return statement.returning(*self.keys) if returning else statement
 
     def archive_batch(self, first: bool = False) -> sa.Insert:
         """Copy the eligible rows in (`after`, `upto`] into the archive table."""
         assert self.archive_table is not None
         names = [c.name for c in self.table.columns]
         rows = sa.select(*(self.table.c[n] for n in names)).where(self._range(first), self.eligible)
-        return sa.insert(self.archive_table).from_select(names, rows)
+        copy = sa.insert(self.archive_table).from_select(names, rows).inline()
+        return copy.execution_options(preserve_rowcount=True)
 
-    def select_batch(self, columns: Sequence[str], first: bool = False) -> AnySelect:
-        """Read the key and `columns` of the eligible rows in (`after`, `upto`]."""
-        return (
+    def select_batch(
+        self, columns: Sequence[str], first: bool = False, *, lock: bool = False
+    ) -> AnySelect:
+        """Read the key and `columns` of the eligible rows in (`after`, `upto`], locked
+        when `lock` so that they stay eligible until the batch commits."""
+        statement = (
             sa.select(*self.keys, *(self.table.c[name] for name in columns))
             .where(self._range(first), self.eligible)
             .order_by(*self.keys)
         )
+        return statement.with_for_update() if lock else statement
 
-    def update_row(self, columns: Sequence[str]) -> sa.Update:
-        """Rewrite `columns` of one row (key `key_value`), re-checking eligibility."""
-        values: dict[str, Any] = {name: sa.bindparam(f"new_{name}") for name in columns}
-        return (
-            sa.update(self.table)
-            .where(self._compare("=", "key_value"), self.eligible)
-            .values(values)
+    def scratch_table(self, columns: Sequence[str]) -> sa.Table:
+        """A temporary table holding a batch's keys and the new values of `columns`
+        (emptied by every commit on PostgreSQL)."""
+        keys = [sa.Column(k.name, k.type, primary_key=True) for k in self.keys]
+        values = [sa.Column(name, self.table.c[name].type) for name in columns]
+        return sa.Table(
+            "retention_batch_values",
+            sa.MetaData(),
+            *keys,
+            *values,
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DELETE ROWS",
         )
+
+    def update_from(
+        self, scratch: sa.Table, columns: Sequence[str], marker: str | None, first: bool = False
+    ) -> sa.Update:
+        """Rewrite `columns` of the eligible rows in (`after`, `upto`] listed in `scratch`
+        with its values; set `marker` to the bound parameter ``marked_at``."""
+        values: dict[str, Any] = {name: scratch.c[name] for name in columns}
+        if marker is not None:
+            values[marker] = sa.bindparam("marked_at")
+        joined = [self.table.c[k.name] == scratch.c[k.name] for k in self.keys]
+        statement = sa.update(self.table).where(*joined, self._range(first), self.eligible)
+        return statement.values(values)
 
 
 def _in(col: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
