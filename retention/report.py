@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from retention.audit.holds import HoldTable, stored_holds
 from retention.audit.ledger import LedgerTables, last_success
 from retention.audit.sql import AuditTables, records, verify
 from retention.audit.store import audit_file, open_audit
@@ -181,7 +182,9 @@ def gather(
         personal = tuple(uncovered_personal_columns(policy, loaded.base_dir))
     except StoreError:
         personal = ()
-    holds = tuple(_hold_entry(h, now) for h in policy.holds) + trail.holds
+    stored = {h.name for h in trail.holds}  # with store holds loaded, they are in both
+    holds = tuple(_hold_entry(h, now) for h in policy.holds if h.name not in stored)
+    holds += trail.holds
     return ReportData(
         as_of=now.astimezone(UTC),
         generated_at=(generated_at or now).astimezone(UTC),
@@ -347,7 +350,7 @@ def _read_trail(loaded: LoadedPolicy, now: datetime) -> _Trail:
                 first_at, last_at = _span(conn, tables)
                 removed, last_run = _summarise(records(conn, tables))
                 last_run.update(_ledger_runs(conn, policy))
-                holds = tuple(_store_holds(conn, tables, now))
+                holds = tuple(_store_holds(conn, HoldTable(policy.audit.table_prefix), now))
             finally:
                 conn.rollback()
     except sa.exc.SQLAlchemyError as exc:
@@ -413,14 +416,15 @@ def _ledger_runs(conn: sa.Connection, policy: Policy) -> Iterator[tuple[str, tup
             yield rule.name, (run.finished_at or run.started_at, f"ok, {run.rows:,} rows")
 
 
-def _store_holds(conn: sa.Connection, tables: AuditTables, now: datetime) -> Iterator[HoldEntry]:
-    """Hook: holds added at run time (`retention hold add`) live in the audit store.
-
-    When that table exists, yield one `HoldEntry(origin="audit store")` per hold, with
-    `active` judged at `now`; `gather` already lists them after the policy's holds.
-    """
-    del conn, tables, now
-    yield from ()
+def _store_holds(conn: sa.Connection, table: HoldTable, now: datetime) -> Iterator[HoldEntry]:
+    """Holds placed at run time (`retention hold add`), released ones included."""
+    for stored in stored_holds(conn, table):
+        try:
+            hold = Hold.model_validate(stored.definition)
+        except ValueError:
+            continue  # validated when placed; a definition edited since is not shown as a hold
+        entry = replace(_hold_entry(hold, now), origin="audit store")
+        yield replace(entry, active=entry.active and stored.active)
 
 
 # --- render --------------------------------------------------------------------------

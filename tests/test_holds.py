@@ -159,3 +159,21 @@ def test_names_are_unique_and_changes_need_the_audit_key(policy: Path, sqlite_ur
     no_key = _cli(policy, sqlite_url, "hold", "release", "h1", key=None)
     assert no_key.exit_code == 2
     assert "RETENTION_AUDIT_KEY" in no_key.output
+
+
+def test_the_report_lists_a_stored_hold_once_and_marks_its_release(
+    policy: Path, sqlite_url: str
+) -> None:
+    from retention.report import gather
+
+    args = ("hold", "add", "h-report", "--reason", "audit request", "--subject", "account_id=9")
+    assert _cli(policy, sqlite_url, *args).exit_code == 0
+
+    def entries() -> list[tuple[str, str, bool]]:
+        loaded = load_with_holds(policy, env={"RETENTION_DB_URL": sqlite_url})
+        holds = gather(loaded, NOW).holds
+        return [(h.name, h.origin, h.active) for h in holds if h.name == "h-report"]
+
+    assert entries() == [("h-report", "audit store", True)]
+    assert _cli(policy, sqlite_url, "hold", "release", "h-report").exit_code == 0
+    assert entries() == [("h-report", "audit store", False)]
