@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
+from retention.daemon_cli import daemon as daemon_command
 from retention.errors import ExitCode, PolicyError, RetentionError, Severity, UsageError
 from retention.loader import LoadedPolicy, load_policy
 from retention.planner import build_plan
@@ -166,6 +167,11 @@ def plan(config: Path, rules: Sequence[str], as_of: str | None, fmt: str, show_s
     help="The scheduled slot this run fills (e.g. the cron time): a rule already run for "
     "it (run ledger) is skipped. Default: the start time.",
 )
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write this run's Prometheus metrics to PATH (node-exporter textfile collector).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -175,6 +181,7 @@ def run(
     force: bool,
     max_rows: int | None,
     slot: str | None,
+    metrics_file: Path | None,
 ) -> None:
     """Execute the plan once and exit (cron mode).
 
@@ -204,6 +211,10 @@ def run(
         ),
         should_stop=stop.is_set,
     )
+    if metrics_file is not None:
+        from retention.metrics import write_metrics_file
+
+        write_metrics_file(report, metrics_file, finished_at=datetime.now(UTC))
     sys.exit(report.exit_code)
 
 
@@ -470,6 +481,7 @@ def _redacted(url: str) -> str:
 
 
 cli.add_command(report_command)
+cli.add_command(daemon_command)
 
 
 @cli.group()

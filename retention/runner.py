@@ -166,8 +166,11 @@ def run_once(
     on_batch: Callable[[BatchDone], None] = lambda _done: None,
     on_rule: Callable[[RuleOutcome], None] = lambda _outcome: None,
     on_start: Callable[[RulePlan, int], None] = lambda _plan, _rows: None,
+    run_id: str | None = None,
 ) -> RunReport:
-    """Execute the plan of the selected rules once; return what happened to each rule."""
+    """Execute the plan of the selected rules once; return what happened to each rule.
+
+    `run_id` names the run in the audit trail and the ledger (default: a new UUID)."""
     env = os.environ if env is None else env
     policy = loaded.policy
     selected = [
@@ -183,7 +186,7 @@ def run_once(
         now = options.as_of or _decide_now(loaded, stores, local_now, engines)
         plan = build_plan(policy, now, options.rules)
         digest_key, hash_keys = _keys(loaded, plan.rules, env)
-        report = RunReport(str(uuid.uuid4()), plan)
+        report = RunReport(run_id or str(uuid.uuid4()), plan)
         audit = open_audit(loaded)
         outbox = Outbox(policy.audit.table_prefix)
         _recover(audit, outbox, {n: e for n, e in engines.items() if not audit.shares(n)})

@@ -1,7 +1,8 @@
-"""The deployment files in deploy/ (cron mode: one `retention run` per schedule).
+"""The deployment files in deploy/: cron mode (one `retention run` per schedule) and
+the daemon (`retention daemon`: Kubernetes Deployment, docker compose, systemd).
 
 No Docker engine or Kubernetes cluster is needed: manifests are parsed and their
-required fields checked, the ConfigMap's policy is loaded, validated against the
+required fields checked, the example policies are loaded, validated against the
 demo store and run on it, the systemd units go through `systemd-analyze verify`
 where it can run, and the cron line is executed with a stub in place of retention.
 """
@@ -36,6 +37,8 @@ KUBERNETES = DEPLOY / "kubernetes"
 #: The one place every target reads the policy from.
 POLICY_PATH = "/etc/retention/policy.yaml"
 RUN_COMMAND = ["retention", "run", "-c", POLICY_PATH]
+DAEMON_COMMAND = ["retention", "daemon", "-c", POLICY_PATH, "--http-port", "9464"]
+METRICS_PORT = 9464
 SECRET_VARIABLES = ("RETENTION_DB_URL", "RETENTION_AUDIT_KEY")
 #: The image's fixed non-root user, also the CronJob's runAsUser.
 UID = 10001
@@ -90,6 +93,8 @@ def _container(cronjob: dict[str, Any]) -> dict[str, Any]:
         ("configmap.yaml", "ConfigMap", "v1", "retention-policy"),
         ("cronjob.yaml", "CronJob", "batch/v1", "retention"),
         ("secret.example.yaml", "Secret", "v1", "retention-secrets"),
+        ("deployment.yaml", "Deployment", "apps/v1", "retention-daemon"),
+        ("poddisruptionbudget.yaml", "PodDisruptionBudget", "policy/v1", "retention-daemon"),
     ],
 )
 def test_each_manifest_is_one_kubernetes_object(
@@ -103,10 +108,12 @@ def test_each_manifest_is_one_kubernetes_object(
     )
 
 
-def test_kubernetes_directory_holds_exactly_the_three_manifests() -> None:
+def test_kubernetes_directory_holds_exactly_the_five_manifests() -> None:
     assert sorted(p.name for p in KUBERNETES.iterdir()) == [
         "configmap.yaml",
         "cronjob.yaml",
+        "deployment.yaml",
+        "poddisruptionbudget.yaml",
         "secret.example.yaml",
     ]
 
@@ -214,6 +221,161 @@ def test_secret_example_holds_only_placeholders_and_says_so(secret: dict[str, An
     assert "data" not in secret
 
 
+# --- the daemon's Deployment --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deployment() -> dict[str, Any]:
+    return _manifest("deployment.yaml")
+
+
+def _daemon_pod(deployment: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
+def _daemon(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = _daemon_pod(deployment)["containers"]
+    assert isinstance(container, dict)
+    return container
+
+
+def test_deployment_runs_two_daemon_replicas_on_the_configmap_policy(
+    deployment: dict[str, Any], configmap: dict[str, Any]
+) -> None:
+    assert deployment["spec"]["replicas"] == 2
+    container = _daemon(deployment)
+    assert container["command"] + container["args"] == DAEMON_COMMAND
+    volumes = {v["name"]: v for v in _daemon_pod(deployment)["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if "configMap" in volumes[m["name"]]]
+    source = volumes[mount["name"]]["configMap"]
+    assert source["name"] == configmap["metadata"]["name"]
+    (item,) = source["items"]
+    assert f"{mount['mountPath']}/{item['path']}" == POLICY_PATH
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount, "a subPath mount never sees ConfigMap updates"
+
+
+def test_deployment_selector_matches_its_pods_and_the_disruption_budget() -> None:
+    deployment = _manifest("deployment.yaml")
+    budget = _manifest("poddisruptionbudget.yaml")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    assert budget["spec"]["selector"]["matchLabels"] == selector
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+    cron = _manifest("cronjob.yaml")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]
+    assert not selector.items() <= cron["labels"].items(), "the budget would count Job pods"
+
+
+def test_deployment_exposes_metrics_and_probes_livez_and_readyz(
+    deployment: dict[str, Any],
+) -> None:
+    container = _daemon(deployment)
+    assert container["ports"] == [
+        {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}
+    ]
+    probes = {
+        kind: (container[kind]["httpGet"]["path"], container[kind]["httpGet"]["port"])
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert probes == {
+        "startupProbe": ("/livez", "metrics"),
+        "livenessProbe": ("/livez", "metrics"),
+        "readinessProbe": ("/readyz", "metrics"),
+    }
+    # /readyz may take its 3 s store timeout: the probe must wait longer.
+    assert container["readinessProbe"]["timeoutSeconds"] > 3
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+
+
+def test_deployment_gives_sigterm_time_to_reach_a_batch_boundary(
+    deployment: dict[str, Any],
+) -> None:
+    assert _daemon_pod(deployment)["terminationGracePeriodSeconds"] >= 30
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_deployment_is_hardened_like_the_cronjob(
+    deployment: dict[str, Any], cronjob: dict[str, Any]
+) -> None:
+    pod, cron_pod = _daemon_pod(deployment), _pod(cronjob)
+    assert pod["securityContext"] == cron_pod["securityContext"]
+    assert pod["automountServiceAccountToken"] is False
+    assert _daemon(deployment)["securityContext"] == _container(cronjob)["securityContext"]
+    assert _daemon(deployment)["resources"] == _container(cronjob)["resources"]
+    assert _daemon(deployment)["env"] == _container(cronjob)["env"]
+
+
+# --- docker compose ------------------------------------------------------------------
+
+COMPOSE = DEPLOY / "compose"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document = YAML(typ="safe").load((COMPOSE / "compose.yaml").read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+def test_compose_runs_postgres_and_the_daemon_on_the_mounted_policy(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert sorted(services) == ["db", "demo", "retention"]
+    assert services["db"]["image"].startswith("postgres:")
+    daemon = services["retention"]
+    assert ["retention", *daemon["command"]] == DAEMON_COMMAND
+    assert daemon["volumes"] == [f"./policy.yaml:{POLICY_PATH}:ro"]
+    assert daemon["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert daemon["ports"] == [f"127.0.0.1:{METRICS_PORT}:{METRICS_PORT}"]
+    assert daemon["build"] == {"context": "../..", "dockerfile": "deploy/Dockerfile"}
+    assert (COMPOSE / daemon["build"]["context"] / daemon["build"]["dockerfile"]).is_file()
+
+
+def test_compose_daemon_is_hardened_stops_gracefully_and_checks_livez(
+    compose: dict[str, Any],
+) -> None:
+    daemon = compose["services"]["retention"]
+    assert daemon["read_only"] is True
+    assert daemon["cap_drop"] == ["ALL"]
+    assert daemon["security_opt"] == ["no-new-privileges:true"]
+    assert daemon["stop_signal"] == "SIGTERM"
+    assert daemon["stop_grace_period"] == "30s"
+    assert f"http://127.0.0.1:{METRICS_PORT}/livez" in " ".join(daemon["healthcheck"]["test"])
+
+
+def test_compose_takes_every_secret_from_the_environment(compose: dict[str, Any]) -> None:
+    daemon = compose["services"]["retention"]["environment"]
+    assert daemon["RETENTION_AUDIT_KEY"] == "${RETENTION_AUDIT_KEY:?set RETENTION_AUDIT_KEY}"
+    assert "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}@db:5432/app" in daemon["RETENTION_DB_URL"]
+    db = compose["services"]["db"]["environment"]
+    assert db["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
+
+
+@pytest.fixture(scope="module")
+def compose_policy_text() -> str:
+    return (COMPOSE / "policy.yaml").read_text(encoding="utf-8")
+
+
+def test_compose_policy_schedules_its_rules_and_keeps_coordination_in_the_database(
+    compose_policy_text: str,
+) -> None:
+    loaded = load_text(compose_policy_text, "policy.yaml", {"RETENTION_DB_URL": TEST_DB_URL})
+    policy = loaded.policy
+    assert policy.audit.store == "app"
+    assert [str(policy.effective_schedule(r)) for r in policy.rules] == [
+        "every 15 minutes",
+        "every 1 hour",
+        "0 3 * * *",
+    ]
+
+
 # --- the ConfigMap's policy ----------------------------------------------------------
 
 
@@ -286,10 +448,13 @@ def test_configmap_policy_passes_retention_validate_connect_on_the_demo_store(
     )
 
 
-def test_configmap_policy_runs_on_the_demo_store_without_tripping_its_limits(
-    policy_text: str, demo_db: Path, tmp_path: Path
+@pytest.mark.parametrize("example", ["configmap", "compose"])
+def test_example_policy_runs_on_the_demo_store_without_tripping_its_limits(
+    example: str, policy_text: str, compose_policy_text: str, demo_db: Path, tmp_path: Path
 ) -> None:
-    """The example's safety limits let its first run through the demo's backlog."""
+    """The examples' safety limits let their first run through the demo's backlog."""
+    if example == "compose":
+        policy_text = compose_policy_text
     db = tmp_path / "demo.db"
     shutil.copyfile(demo_db, db)
     env = {"RETENTION_DB_URL": f"sqlite:///{db}", "RETENTION_AUDIT_KEY": "test-audit-key"}
@@ -368,6 +533,10 @@ def test_dockerfile_entrypoint_is_exec_form_retention_and_runs_the_policy(
     assert [json.loads(a) for a in _args(final, "CMD")] == [RUN_COMMAND[1:]]
 
 
+def test_dockerfile_exposes_the_daemons_metrics_port(dockerfile: list[tuple[str, str]]) -> None:
+    assert _args(_final_stage(dockerfile), "EXPOSE") == [str(METRICS_PORT)]
+
+
 def test_dockerfile_healthcheck_validates_the_mounted_policy(
     dockerfile: list[tuple[str, str]],
 ) -> None:
@@ -423,6 +592,10 @@ def test_dockerignore_lets_only_the_wheel_sources_into_the_build_context() -> No
 
 SYSTEMD = DEPLOY / "systemd"
 EXEC_START = f"/opt/retention/bin/retention run -c {POLICY_PATH}"
+DAEMON_EXEC_START = (
+    f"/opt/retention/bin/retention daemon -c {POLICY_PATH} "
+    f"--http-host 127.0.0.1 --http-port {METRICS_PORT}"
+)
 
 
 def _unit(name: str) -> configparser.ConfigParser:
@@ -470,8 +643,37 @@ def test_service_counts_failed_rules_invalid_policies_and_limits_as_unit_failure
         ("AmbientCapabilities", ""),
     ],
 )
-def test_service_sandbox_setting(key: str, value: str) -> None:
-    assert _unit("retention.service")["Service"][key] == value
+@pytest.mark.parametrize("unit", ["retention.service", "retention-daemon.service"])
+def test_service_sandbox_setting(unit: str, key: str, value: str) -> None:
+    assert _unit(unit)["Service"][key] == value
+
+
+def test_daemon_unit_runs_the_daemon_reloads_on_sighup_and_restarts_unless_invalid() -> None:
+    unit = _unit("retention-daemon.service")
+    service = unit["Service"]
+    assert service["Type"] == "simple"
+    assert service["ExecStart"] == DAEMON_EXEC_START
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["EnvironmentFile"] == "/etc/retention/env"
+    assert service["Restart"] == "on-failure"
+    assert service["RestartPreventExitStatus"] == str(ExitCode.INVALID)
+    assert service["KillSignal"] == "SIGTERM"
+    assert service["TimeoutStopSec"] == "60s"
+    assert unit["Unit"]["Conflicts"] == "retention.timer"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_daemon_unit_has_every_sandbox_setting_of_the_oneshot_unit() -> None:
+    oneshot = _unit("retention.service")["Service"]
+    daemon = _unit("retention-daemon.service")["Service"]
+    differing = {
+        key: (value, daemon.get(key))
+        for key, value in oneshot.items()
+        if key.startswith(("Protect", "Private", "Restrict", "Capability", "Ambient", "System"))
+        or key in ("NoNewPrivileges", "MemoryDenyWriteExecute", "LockPersonality", "UMask")
+        if daemon.get(key) != value
+    }
+    assert differing == {}
 
 
 def test_timer_runs_daily_catches_up_after_downtime_and_spreads_starts() -> None:
@@ -496,7 +698,7 @@ def _verify(*units: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def verifiable_units(tmp_path: Path) -> tuple[Path, Path]:
+def verifiable_units(tmp_path: Path) -> tuple[Path, ...]:
     """Copies of the units whose ExecStart names an executable that exists here."""
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed: cannot verify the units")
@@ -524,11 +726,21 @@ def verifiable_units(tmp_path: Path) -> tuple[Path, Path]:
     )
     timer = units / "retention.timer"
     shutil.copyfile(SYSTEMD / "retention.timer", timer)
-    return service, timer
+    daemon_text = (SYSTEMD / "retention-daemon.service").read_text(encoding="utf-8")
+    assert f"\nExecStart={DAEMON_EXEC_START}\n" in daemon_text
+    daemon = units / "retention-daemon.service"
+    daemon.write_text(
+        daemon_text.replace(
+            f"ExecStart={DAEMON_EXEC_START}",
+            f"ExecStart={executable}{DAEMON_EXEC_START.removeprefix('/opt/retention/bin/retention')}",
+        ),
+        encoding="utf-8",
+    )
+    return service, timer, daemon
 
 
 def test_units_pass_systemd_analyze_verify_without_warnings(
-    verifiable_units: tuple[Path, Path],
+    verifiable_units: tuple[Path, ...],
 ) -> None:
     done = _verify(*verifiable_units)
     complaints = [line for line in (done.stdout + done.stderr).splitlines() if "retention" in line]
@@ -643,7 +855,10 @@ def test_every_target_reads_the_same_policy_path() -> None:
     for path in [
         DEPLOY / "Dockerfile",
         KUBERNETES / "cronjob.yaml",
+        KUBERNETES / "deployment.yaml",
+        COMPOSE / "compose.yaml",
         SYSTEMD / "retention.service",
+        SYSTEMD / "retention-daemon.service",
         CRON,
     ]:
         assert POLICY_PATH in path.read_text(encoding="utf-8"), path
@@ -658,5 +873,25 @@ def test_readme_names_every_deployment_file_and_target() -> None:
     )
     assert [f for f in files if f not in readme] == []
     headings = re.findall(r"^## (.+)$", readme, re.M)
-    for target in ("Docker", "Kubernetes CronJob", "systemd timer", "cron", "Left for the daemon"):
+    for target in (
+        "Docker",
+        "Kubernetes CronJob",
+        "systemd timer",
+        "cron",
+        "The daemon",
+        "docker compose (daemon)",
+        "Kubernetes Deployment (daemon)",
+        "systemd daemon",
+    ):
         assert target in headings
+
+
+def test_readme_lists_every_metric_the_daemon_exports() -> None:
+    from retention.metrics import Metrics
+
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    names = {
+        metric.name + ("_total" if metric.type == "counter" else "")
+        for metric in Metrics().registry.collect()
+    }
+    assert sorted(n for n in names if f"`{n}" not in readme) == []

@@ -10,6 +10,7 @@ forwarded here (see `retention.audit.outbox`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,9 +47,17 @@ class AuditStore:
         return self.store is not None and self.store == store_name
 
     def ensure(self) -> None:
-        """Create the audit tables if missing."""
-        with self.engine.begin() as conn:
-            ensure_tables(conn, self.tables)
+        """Create the audit tables if missing. Processes starting together may race to
+        create them; the loser's error is retried once the winner's tables exist."""
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    ensure_tables(conn, self.tables)
+                return
+            except sa.exc.DBAPIError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def dispose(self) -> None:
         """Close the engine's pooled connections."""
