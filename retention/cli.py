@@ -22,6 +22,7 @@ from retention.policy import Policy
 from retention.render import iso, plan_document, print_issues, print_plan
 from retention.report_cli import report as report_command
 from retention.runner import RunOptions
+from retention.stores.files import plan_file_rules
 from retention.stores.preview import preview
 from retention.validate import connected_findings, static_findings
 
@@ -147,11 +148,15 @@ def plan(config: Path, rules: Sequence[str], as_of: str | None, fmt: str, show_s
     loaded = _load(config)
     the_plan = build_plan(loaded.policy, now, rules)
     estimates = list(preview(the_plan, loaded.base_dir))
+    file_plans = plan_file_rules(loaded, now, rules)
     if fmt == "json":
-        click.echo(json.dumps(plan_document(the_plan, estimates, str(config)), indent=2))
+        document = plan_document(the_plan, estimates, str(config), file_plans)
+        click.echo(json.dumps(document, indent=2))
     else:
-        print_plan(_console(), the_plan, estimates, str(config), show_sql=show_sql)
-    if any(e.error for e in estimates):
+        print_plan(
+            _console(), the_plan, estimates, str(config), show_sql=show_sql, file_plans=file_plans
+        )
+    if any(e.error for e in estimates) or any(p.error for p in file_plans):
         sys.exit(ExitCode.FAILED)
 
 
@@ -227,11 +232,15 @@ def run(
 def check(config: Path, as_of: str | None, fmt: str) -> None:
     """Are the promises kept? Per rule: rows overdue (past cutoff plus grace, not held),
     the oldest one, rows held. Exit 1 when any promise is broken. Read-only."""
-    from retention.stores.check import check_promises, uncovered_personal_columns
+    from retention.stores.check import PromiseStatus, check_promises, uncovered_personal_columns
+    from retention.stores.files import FilePromiseStatus, check_file_rules
 
     now = _parse_instant(as_of)
     loaded = _load(config)
-    statuses = list(check_promises(loaded.policy, now, loaded.base_dir))
+    statuses: list[PromiseStatus | FilePromiseStatus] = [
+        *check_promises(loaded.policy, now, loaded.base_dir),
+        *check_file_rules(loaded, now),
+    ]
     personal = uncovered_personal_columns(loaded.policy, loaded.base_dir)
     last = _last_successes(loaded, [s.rule for s in statuses])
     if fmt == "json":
@@ -249,6 +258,16 @@ def check(config: Path, as_of: str | None, fmt: str) -> None:
                     "minimum": s.minimum,
                     "last_success": iso(last.get(s.rule)),
                     "error": s.error,
+                    **(
+                        {
+                            "overdue_bytes": s.overdue_bytes,
+                            "keep_last": s.keep_last,
+                            "unparsable": s.unparsable,
+                            "notes": s.notes,
+                        }
+                        if isinstance(s, FilePromiseStatus)
+                        else {}
+                    ),
                 }
                 for s in statuses
             ],
@@ -264,6 +283,9 @@ def check(config: Path, as_of: str | None, fmt: str) -> None:
                 f"{iso(last.get(s.rule)) or 'never'}"
             )
             click.echo(f"{state:<7} {s.rule}: {detail}")
+            if isinstance(s, FilePromiseStatus):
+                for note in s.notes:
+                    click.echo(f"note    {s.rule}: {note}")
         for column in personal:
             click.echo(f"note    {column} looks like personal data and no rule covers its table")
     if not all(s.kept for s in statuses):

@@ -70,7 +70,7 @@ from retention.locks import LockTables, rule_lock, rule_lock_name
 from retention.locks import ensure as ensure_locks
 from retention.logs import add_secrets, get_logger
 from retention.metrics import Metrics
-from retention.policy import CronSchedule, HashStrategy, Policy, Rule, Schedule, SqlStore
+from retention.policy import CronSchedule, FileRule, HashStrategy, Policy, Rule, Schedule, SqlStore
 from retention.runner import RunOptions, run_once
 from retention.stores.check import check_promises
 from retention.stores.purge import BatchDone
@@ -252,7 +252,9 @@ class RuleSchedule:
         return moment
 
 
-def rule_schedule(policy: Policy, rule: Rule, *, jitter: int | None = None) -> RuleSchedule:
+def rule_schedule(
+    policy: Policy, rule: Rule | FileRule, *, jitter: int | None = None
+) -> RuleSchedule:
     """The schedule of `rule` (its own, or the policy's default) in its time zone."""
     schedule = policy.effective_schedule(rule)
     timezone = policy.effective_timezone(rule)
@@ -484,9 +486,10 @@ class Daemon:
         except BaseException:
             audit.dispose()
             raise
+        every: list[Rule | FileRule] = [*policy.rules, *policy.file_rules]
         schedules = {
             rule.name: rule_schedule(policy, rule, jitter=self.jitter)
-            for rule in policy.rules
+            for rule in every
             if rule.enabled
         }
         self.metrics.declare(schedules)

@@ -14,13 +14,22 @@ are the subjects of the demo's legal hold. E-mail domains use the reserved
 ``.example`` names and IP addresses come from documentation and shared ranges
 (192.0.2.0/24, 198.51.100.0/24, 100.64.0.0/10, 2001:db8::/32), except
 203.0.113.9 (`SUSPICIOUS_IP`), the source of a planted credential-stuffing run.
+
+Beside a SQLite demo database, `build_demo` also writes the application's backup
+tree (`demo_files`, `build_demo_backups`): nightly dumps ``db/db-YYYY-MM-DD.sql.gz``
+(daily for two weeks, then Sundays, over 200 days, named and timed in UTC), one
+hand-named dump whose name states no date, and weekly-rotated ``logs/app.log.N``
+(70 weeks) and ``logs/security.log.N`` (24 weeks) whose modification times are
+their rotation times. Content is filler bytes; sizes and times follow `now`.
 """
 
 from __future__ import annotations
 
 import calendar
 import json
+import os
 import random
+import shutil
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,11 +40,15 @@ from typing import Any
 import sqlalchemy as sa
 
 __all__ = [
+    "BACKUPS_DIR",
     "DEMO_TABLES",
     "HOLD_SUBJECTS",
     "METADATA",
     "SUSPICIOUS_IP",
+    "DemoFile",
     "build_demo",
+    "build_demo_backups",
+    "demo_files",
     "demo_rows",
 ]
 
@@ -713,7 +726,9 @@ def demo_rows(now: datetime, *, seed: int = 7, scale: int = 1) -> dict[str, list
     return _Gen(now, seed, scale).all_rows()
 
 
-def build_demo(url: str, now: datetime, *, seed: int = 7, scale: int = 1) -> dict[str, int]:
+def build_demo(
+    url: str, now: datetime, *, seed: int = 7, scale: int = 1, backups: Path | None = None
+) -> dict[str, int]:
     """(Re)create the demo tables in the database at `url` and fill them.
 
     Drops the demo's own tables if present (children first; other tables are left
@@ -722,6 +737,9 @@ def build_demo(url: str, now: datetime, *, seed: int = 7, scale: int = 1) -> dic
     The parent folder of a SQLite file is created when missing. Works the same on
     SQLite, PostgreSQL (``postgresql+psycopg://``) and MariaDB/MySQL
     (``mysql+pymysql://``).
+
+    The backup tree (`build_demo_backups`) is written to `backups`, or, for a SQLite
+    file, to the folder `BACKUPS_DIR` beside it (``var/backups`` for ``var/demo.db``).
     """
     rows = demo_rows(now, seed=seed, scale=scale)
     parsed = sa.make_url(url)
@@ -733,6 +751,10 @@ def build_demo(url: str, now: datetime, *, seed: int = 7, scale: int = 1) -> dic
         and not database.startswith("file:")
     ):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if backups is None:
+            backups = Path(database).parent / BACKUPS_DIR
+    if backups is not None:
+        build_demo_backups(backups, now, seed=seed)
     engine = sa.create_engine(parsed)
     try:
         METADATA.drop_all(engine, checkfirst=True)
@@ -753,3 +775,84 @@ _CHUNK = 2_000
 def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
+
+
+# --- the backup tree ------------------------------------------------------------------
+
+#: Folder of the demo's backup tree, beside the demo SQLite file.
+BACKUPS_DIR = "backups"
+#: Written at the root of a demo backup tree; `build_demo_backups` replaces only such trees.
+_MARKER = ".retention-demo"
+_DUMP_HOUR = 2  # nightly dumps start at 02:00 UTC
+_DAILY_DUMPS = 14
+_DUMP_SPAN_DAYS = 200
+_LOG_WEEKS = {"app": 70, "security": 24}
+
+
+@dataclass(frozen=True)
+class DemoFile:
+    """One file of the demo backup tree: path (relative), size in bytes, mtime (naive UTC)."""
+
+    path: str
+    size: int
+    mtime: datetime
+
+
+def demo_files(now: datetime, *, seed: int = 7) -> list[DemoFile]:
+    """The demo backup tree's files, sorted by path; pure and deterministic in `now`, `seed`.
+
+    Dumps: one per night for the last 14 nights, then one per Sunday night back to 200
+    days; each is named after its UTC date and written a few minutes after 02:00.
+    ``db/db-before-migration.sql.gz`` has no date in its name. Logs rotate weekly:
+    ``logs/app.log`` is current, ``app.log.1`` the week before, ``app.log.N.gz`` older.
+    """
+    aware = now if now.tzinfo else now.replace(tzinfo=UTC)
+    moment = aware.astimezone(UTC).replace(tzinfo=None, microsecond=0)
+    rng = random.Random(f"backups-{seed}")
+    files: list[DemoFile] = []
+    today = moment.date()
+    for back in range(_DUMP_SPAN_DAYS + 1):
+        day = today - timedelta(days=back)
+        taken = datetime.combine(day, datetime.min.time()) + timedelta(
+            hours=_DUMP_HOUR, minutes=rng.randrange(3, 40)
+        )
+        if taken > moment or (back > _DAILY_DUMPS and day.weekday() != 6):
+            continue
+        files.append(DemoFile(f"db/db-{day.isoformat()}.sql.gz", rng.randrange(4000, 9000), taken))
+    files.append(
+        DemoFile("db/db-before-migration.sql.gz", 7321, moment - timedelta(days=300, hours=5))
+    )
+    for log, weeks in _LOG_WEEKS.items():
+        files.append(DemoFile(f"logs/{log}.log", rng.randrange(500, 3000), moment))
+        for week in range(1, weeks + 1):
+            name = f"logs/{log}.log.{week}" + ("" if week == 1 else ".gz")
+            rotated = moment - timedelta(
+                days=7 * week - 1, hours=moment.hour, minutes=moment.minute
+            )
+            files.append(DemoFile(name, rng.randrange(800, 4000), rotated))
+    return sorted(files, key=lambda f: f.path)
+
+
+def build_demo_backups(root: Path, now: datetime, *, seed: int = 7) -> dict[str, int]:
+    """(Re)create the demo backup tree at `root`; return the number of files per folder.
+
+    An existing folder is replaced only when it is empty or an earlier demo tree (it
+    holds the marker file); anything else raises FileExistsError.
+    """
+    if root.exists() and any(root.iterdir()):
+        if not (root / _MARKER).is_file():
+            raise FileExistsError(f"{root} exists and is not a demo backup tree; not replacing it")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / _MARKER).write_text("written by `retention demo`; safe to delete\n", encoding="utf-8")
+    counts: dict[str, int] = {}
+    for file in demo_files(now, seed=seed):
+        path = root / file.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        filler = random.Random(file.path).randbytes(64)
+        path.write_bytes((filler * (file.size // 64 + 1))[: file.size])
+        stamp = calendar.timegm(file.mtime.timetuple())
+        os.utime(path, (stamp, stamp))
+        folder = file.path.split("/", 1)[0]
+        counts[folder] = counts.get(folder, 0) + 1
+    return counts

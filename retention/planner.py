@@ -90,7 +90,7 @@ def build_plan(policy: Policy, now: datetime, only: Sequence[str] = ()) -> Plan:
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    known = {rule.name for rule in policy.rules}
+    known = {rule.name for rule in policy.rules} | {rule.name for rule in policy.file_rules}
     unknown = [name for name in only if name not in known]
     if unknown:
         raise UsageError(

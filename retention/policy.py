@@ -7,10 +7,11 @@ field carries a description and an example). They do no I/O.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
+from datetime import timezone as dt_timezone
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -39,6 +40,13 @@ __all__ = [
     "CronSchedule",
     "Defaults",
     "Event",
+    "FileAction",
+    "FileArchive",
+    "FileBatch",
+    "FileLimits",
+    "FileMinimum",
+    "FileRule",
+    "FileTimestamp",
     "FilesStore",
     "GeneralizeStrategy",
     "HashStrategy",
@@ -48,6 +56,7 @@ __all__ = [
     "MaskEmailStrategy",
     "Minimum",
     "NullStrategy",
+    "PathScope",
     "Policy",
     "RedactStrategy",
     "Rule",
@@ -59,6 +68,9 @@ __all__ = [
     "SubjectScope",
     "Timestamp",
     "TruncateIpStrategy",
+    "compile_glob",
+    "glob_base",
+    "parse_file_name",
     "reference_issues",
 ]
 
@@ -307,11 +319,13 @@ class SqlStore(_Model):
 
 
 class FilesStore(_Model):
-    """A tree of files (backups, rotated logs). Rules on file stores are not implemented yet."""
+    """A tree of files (backups, rotated logs), enforced by 'file_rules'."""
 
     kind: Literal["files"] = _doc("Store kind.", "files")
     root: str = _doc(
-        "Local path or fsspec URL of the tree. ${VAR} substitution applies.",
+        "Local path (relative to the policy file's folder) or fsspec URL (s3://, gs://, "
+        "az://, memory://; credentials from the environment) of the tree. ${VAR} and "
+        "${VAR:-default} substitution applies. Symbolic links are never followed out of it.",
         "/var/backups/app",
         "s3://backups/app",
     )
@@ -736,6 +750,452 @@ class Rule(_Model):
         return self.timestamp.column
 
 
+# --- file rules: globs and dated names -----------------------------------------
+
+_GLOB_SPECIAL = re.compile(r"[*?\[]")
+
+
+def _glob_issue(pattern: str, what: str) -> str | None:
+    """Why `pattern` is not a usable relative glob (None when it is)."""
+    if not pattern:
+        return f"{what} is empty"
+    if "\\" in pattern:
+        return f"{what} {pattern!r} contains '\\'; separate folders with '/'"
+    if pattern.startswith("/") or re.match(r"^[A-Za-z]:", pattern):
+        return f"{what} {pattern!r} must be relative to the store root (no leading '/')"
+    for part in pattern.split("/"):
+        if part in ("..", "."):
+            return f"{what} {pattern!r} may not contain '{part}': paths stay inside the root"
+        if part == "":
+            return f"{what} {pattern!r} has an empty folder name ('//' or a trailing '/')"
+        if "**" in part and part != "**":
+            return f"{what} {pattern!r}: '**' must be a whole path part, as in 'logs/**/*.gz'"
+        if part.count("[") != part.count("]"):
+            return f"{what} {pattern!r} has an unclosed '['"
+    return None
+
+
+def _relative_glob(value: object) -> object:
+    if isinstance(value, str):
+        problem = _glob_issue(value, "the pattern")
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
+RelativeGlob = Annotated[
+    str,
+    BeforeValidator(_relative_glob),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "A glob relative to the store root: '*' and '?' within one path "
+            "part, '[abc]' a character class, '**' any number of folders. No '..'.",
+            "examples": ["db/*.sql.gz", "logs/**/app.log.*"],
+        }
+    ),
+]
+
+
+@functools.lru_cache(maxsize=512)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """The regular expression a relative path ('/'-separated) must fully match.
+
+    ``*`` and ``?`` never cross a '/', ``[...]`` is a character class (``[!...]``
+    negated), and a whole part ``**`` matches any number of folders (at the end:
+    everything below).
+    """
+    parts = pattern.split("/")
+    out = ""
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        if part == "**":
+            out += ".*" if last else "(?:[^/]+/)*"
+            continue
+        i = 0
+        while i < len(part):
+            char = part[i]
+            if char == "*":
+                out += "[^/]*"
+            elif char == "?":
+                out += "[^/]"
+            elif char == "[":
+                end = part.index("]", i + 2 if part[i + 1 : i + 2] in ("!", "]") else i + 1)
+                body = part[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out += "(?!/)[" + body.replace("\\", "\\\\") + "]"
+                i = end
+            else:
+                out += re.escape(char)
+            i += 1
+        if not last:
+            out += "/"
+    return re.compile(out)
+
+
+def glob_base(pattern: str) -> str:
+    """The folder below which every match of `pattern` lies ('' for the root)."""
+    fixed: list[str] = []
+    for part in pattern.split("/")[:-1]:
+        if part == "**" or _GLOB_SPECIAL.search(part):
+            break
+        fixed.append(part)
+    return "/".join(fixed)
+
+
+#: Directives of a file-name format: group name and the digits they match (ASCII digits
+#: only: other scripts' digits would be read as numbers by int()).
+_NAME_DIRECTIVES = {
+    "Y": ("year", r"[0-9]{4}"),
+    "m": ("month", r"[0-9]{2}"),
+    "d": ("day", r"[0-9]{2}"),
+    "j": ("yday", r"[0-9]{3}"),
+    "H": ("hour", r"[0-9]{2}"),
+    "M": ("minute", r"[0-9]{2}"),
+    "S": ("second", r"[0-9]{2}"),
+    "s": ("epoch", r"[0-9]{1,12}"),
+    "z": ("offset", r"Z|[+-][0-9]{2}:?[0-9]{2}"),
+}
+_SUPPORTED = " ".join(f"%{d}" for d in _NAME_DIRECTIVES) + " %%"
+
+
+@functools.lru_cache(maxsize=512)
+def _name_regex(fmt: str) -> re.Pattern[str]:
+    """Compile a strftime-like file-name format (raises ValueError when it cannot be used).
+
+    Every numeric directive has a fixed width (%Y four digits; %m, %d, %H, %M, %S two;
+    %j three), so formats such as ``%Y%m%d`` have exactly one reading.
+    """
+    if "/" in fmt:
+        raise ValueError(f"name format {fmt!r} contains '/'; it is matched against base names")
+    out, seen, i = "", set(), 0
+    while i < len(fmt):
+        char = fmt[i]
+        if char != "%":
+            if char == "*":
+                raise ValueError(
+                    f"name format {fmt!r} contains '*': the format states the whole base "
+                    "name (the rule's 'pattern' selects the files)"
+                )
+            out += re.escape(char)
+            i += 1
+            continue
+        directive = fmt[i + 1 : i + 2]
+        i += 2
+        if directive == "%":
+            out += "%"
+            continue
+        if directive == "y":
+            raise ValueError(
+                f"name format {fmt!r}: %y (two-digit year) is ambiguous about the century; use %Y"
+            )
+        if directive not in _NAME_DIRECTIVES:
+            shown = f"%{directive}" if directive else "a lone '%' at the end"
+            raise ValueError(
+                f"name format {fmt!r}: {shown} is not supported (names of months and days "
+                f"depend on the locale); use {_SUPPORTED}"
+            )
+        if directive in seen:
+            raise ValueError(f"name format {fmt!r} uses %{directive} twice")
+        seen.add(directive)
+        group, digits = _NAME_DIRECTIVES[directive]
+        out += f"(?P<{group}>{digits})"
+    if "s" in seen:
+        if seen != {"s"}:
+            raise ValueError(f"name format {fmt!r}: %s (seconds since 1970) stands alone")
+    elif not ({"Y", "m", "d"} <= seen or {"Y", "j"} <= seen):
+        raise ValueError(
+            f"name format {fmt!r} does not name a whole date: it needs %Y with %m and %d "
+            "(or %Y with %j, or %s)"
+        )
+    elif "j" in seen and seen & {"m", "d"}:
+        raise ValueError(f"name format {fmt!r} mixes %j (day of year) with %m/%d")
+    for later, earlier in (("M", "H"), ("S", "M")):
+        if later in seen and earlier not in seen:
+            raise ValueError(f"name format {fmt!r} has %{later} without %{earlier}")
+    return re.compile(out)
+
+
+def _name_format(value: object) -> object:
+    if isinstance(value, str):
+        _name_regex(value)
+    return value
+
+
+NameFormat = Annotated[
+    str,
+    BeforeValidator(_name_format),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "strftime-like format of the whole base name: %Y (4 digits), %m, "
+            "%d, %H, %M, %S (2 digits), %j (3), %s (epoch seconds), %z (Z or +HH:MM) and %%. "
+            "%y and month or day names are refused as ambiguous.",
+            "examples": ["db-%Y-%m-%d.sql.gz", "dump_%Y%m%dT%H%M%S%z.tar"],
+        }
+    ),
+]
+
+
+def parse_file_name(fmt: str, zone: str, name: str) -> datetime:
+    """The instant (aware, UTC) that base name `name` states under format `fmt`.
+
+    A time without an offset is local time in `zone`; a local time that occurs
+    twice or not at all (daylight-saving changes) is read as the later instant,
+    so a file never looks older than it may be. Raises ValueError saying why a
+    name does not parse (no match, or no such date such as 29 February 2026).
+    """
+    match = _name_regex(fmt).fullmatch(name)
+    if match is None:
+        raise ValueError(f"does not match the name format {fmt!r}")
+    got = {k: v for k, v in match.groupdict().items() if v is not None}
+    if "epoch" in got:
+        try:
+            return datetime.fromtimestamp(int(got["epoch"]), UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"states no real time ({got['epoch']} seconds)") from None
+    try:
+        year = int(got["year"])
+        if "yday" in got:
+            yday = int(got["yday"])
+            day = date(year, 1, 1) + timedelta(days=yday - 1)
+            if yday < 1 or day.year != year:
+                raise ValueError(f"day of year {yday} is out of range for {year}")
+        else:
+            day = date(year, int(got["month"]), int(got["day"]))
+        moment = datetime.combine(
+            day,
+            time(int(got.get("hour", 0)), int(got.get("minute", 0)), int(got.get("second", 0))),
+        )
+    except ValueError as exc:
+        raise ValueError(f"states no real date or time ({exc})") from None
+    offset = got.get("offset")
+    if offset is not None:
+        if offset == "Z":
+            return moment.replace(tzinfo=UTC)
+        sign = -1 if offset[0] == "-" else 1
+        digits = offset[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:])
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"states no real UTC offset ({offset})")
+        delta = sign * timedelta(hours=hours, minutes=minutes)
+        return moment.replace(tzinfo=dt_timezone(delta)).astimezone(UTC)
+    tz = ZoneInfo(zone)
+    return max(
+        moment.replace(tzinfo=tz, fold=0).astimezone(UTC),
+        moment.replace(tzinfo=tz, fold=1).astimezone(UTC),
+    )
+
+
+# --- file rules ------------------------------------------------------------------
+
+
+class FileTimestamp(_Model):
+    """Where a file's age comes from: its modification time, or a date in its name."""
+
+    name: NameFormat | None = _doc(
+        "Format of the file's base name holding its date; leave out for the modification "
+        "time (write 'timestamp: mtime'). A name that does not parse is reported and never "
+        "deleted.",
+        "db-%Y-%m-%d.sql.gz",
+        default=None,
+    )
+    timezone: TimeZoneName = _doc(
+        "Time zone of a date in the name that carries no offset (%z).", "UTC", default="UTC"
+    )
+
+    @model_validator(mode="after")
+    def _zone_needs_name(self) -> FileTimestamp:
+        if self.name is None and "timezone" in self.model_fields_set:
+            raise ValueError(
+                "'timezone' applies to dates in file names; modification times are instants"
+            )
+        return self
+
+    @property
+    def uses_mtime(self) -> bool:
+        """True when the age is the file's modification time."""
+        return self.name is None
+
+    def from_name(self, base_name: str) -> datetime:
+        """The instant `base_name` states (raises ValueError saying why it does not parse)."""
+        if self.name is None:
+            raise ValueError("this timestamp is the modification time, not the name")
+        return parse_file_name(self.name, self.timezone, base_name)
+
+    def __str__(self) -> str:
+        return "mtime" if self.name is None else f"name {self.name} ({self.timezone})"
+
+
+def _file_timestamp(value: object) -> object:
+    if value == "mtime":
+        return {}
+    if isinstance(value, str):
+        raise ValueError(
+            f"{value!r} is not a timestamp source; write 'mtime' or "
+            "{name: 'db-%Y-%m-%d.sql.gz', timezone: UTC}"
+        )
+    return value
+
+
+def _file_timestamp_yaml(value: FileTimestamp) -> object:
+    if value.name is None:
+        return "mtime"
+    return {"name": value.name, "timezone": value.timezone}
+
+
+FileTimestampType = Annotated[
+    FileTimestamp,
+    BeforeValidator(_file_timestamp),
+    PlainSerializer(_file_timestamp_yaml),
+]
+
+
+def _relative_dir(value: object) -> object:
+    if isinstance(value, str):
+        trimmed = value.rstrip("/")
+        if trimmed:
+            problem = _glob_issue(trimmed, "the prefix")
+            if problem:
+                raise ValueError(problem)
+            if _GLOB_SPECIAL.search(trimmed):
+                raise ValueError(f"the prefix {value!r} is a folder, not a glob")
+        return trimmed
+    return value
+
+
+class FileArchive(_Model):
+    """Copy expired files to another files store or folder, then delete them."""
+
+    store: str | None = _doc(
+        "The 'files' store to copy into; default the rule's own store.",
+        "offsite",
+        default=None,
+    )
+    prefix: Annotated[str, BeforeValidator(_relative_dir)] = _doc(
+        "Folder (relative to that store's root) under which each file keeps its relative "
+        "path. Required when archiving within the rule's own store; files already below it "
+        "are never matched by the rule.",
+        "archive/",
+        default="",
+    )
+
+
+class FileLimits(_Model):
+    """Safety limits of a file rule: a run that would exceed one stops before touching a file."""
+
+    max_files: int | None = _doc(
+        "Most files one run of the rule may remove.", 1000, default=None, ge=0
+    )
+    max_bytes: int | None = _doc(
+        "Most bytes one run of the rule may remove.", 50_000_000_000, default=None, ge=0
+    )
+    max_fraction: float | None = _doc(
+        "Largest fraction of the files the pattern matches that one run may remove (0-1); "
+        "default 'defaults.limits.max_fraction'.",
+        0.5,
+        default=None,
+        ge=0.0,
+        le=1.0,
+    )
+
+
+class FileBatch(_Model):
+    """How many files each audit record covers."""
+
+    size: int = _doc(
+        "Files per batch: one 'intent' audit record before and one 'committed' after.",
+        100,
+        default=100,
+        ge=1,
+        le=100_000,
+    )
+    pause_ms: int = _doc("Pause between batches.", 0, default=0, ge=0, le=600_000)
+
+
+FileAction = Literal["delete", "archive"]
+
+
+class FileRule(_Model):
+    """One retention promise, enforced on the files of a 'files' store that match a pattern."""
+
+    name: Name = _doc("Unique name across 'rules' and 'file_rules'.", "backups-90d")
+    promise: str = _doc(
+        "The promise, in the words of the published policy.",
+        "Backups: Maximum 90 days after deletion",
+        min_length=1,
+    )
+    source: Source = _doc("The clause this rule enforces.", {"policy": "InfraUX", "clause": "8"})
+    enabled: bool = _doc("Disabled rules are planned but never run.", True, default=True)
+    store: str = _doc("Name of the 'files' store.", "backups")
+    pattern: RelativeGlob = _doc("Files the rule covers, relative to the root.", "db/*.sql.gz")
+    timestamp: FileTimestampType = _doc(
+        "'mtime' (the modification time, the default) or a date in the file name: "
+        "{name: FORMAT, timezone: ZONE}.",
+        "mtime",
+        {"name": "db-%Y-%m-%d.sql.gz", "timezone": "UTC"},
+        default=FileTimestamp(),
+        json_schema_extra=_or_string("'mtime': the file's modification time."),
+    )
+    period: PeriodType = _doc("How long files are kept after their timestamp.", "90 days")
+    action: FileAction = _doc(
+        "'delete', or 'archive' (copy, then delete; needs an 'archive' block).",
+        "delete",
+        default="delete",
+    )
+    archive: FileArchive | None = _doc(
+        "Where files are copied when action is 'archive'.",
+        {"store": "offsite", "prefix": "backups/"},
+        default=None,
+    )
+    keep_last: int = _doc(
+        "Never remove the newest N matching files (by timestamp), even when they are expired, "
+        "so the last backups survive when new ones stop arriving.",
+        7,
+        default=0,
+        ge=0,
+    )
+    schedule: ScheduleType | None = _doc(
+        "When the daemon runs the rule; default from 'defaults'.", "0 4 * * *", default=None
+    )
+    timezone: TimeZoneName | None = _doc(
+        "Time zone of the cron schedule; default from 'defaults'.", "UTC", default=None
+    )
+    batch: FileBatch | None = _doc("Files per audit record.", {"size": 100}, default=None)
+    limits: FileLimits | None = _doc(
+        "Safety limits; max_fraction defaults to 'defaults.limits.max_fraction'.",
+        {"max_files": 1000},
+        default=None,
+    )
+    grace: PeriodType | None = _doc(
+        "How late a file may be removed before `check` calls the promise broken.",
+        "1 day",
+        default=None,
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> FileRule:
+        if self.action == "archive" and self.archive is None:
+            raise ValueError("action 'archive' needs an 'archive' block")
+        if self.action != "archive" and self.archive is not None:
+            raise ValueError("an 'archive' block is only allowed with action 'archive'")
+        archive = self.archive
+        if archive is not None and archive.store in (None, self.store) and not archive.prefix:
+            raise ValueError(
+                "archiving within the rule's own store needs a 'prefix' (a folder such as "
+                "'archive/')"
+            )
+        return self
+
+    @property
+    def archive_store(self) -> str | None:
+        """The store files are archived into (None when the action is 'delete')."""
+        if self.archive is None:
+            return None
+        return self.archive.store or self.store
+
+
 # --- holds and minimums ------------------------------------------------------
 
 
@@ -753,6 +1213,17 @@ class SubjectScope(_Model):
     def column_for(self, table: str) -> str:
         """The column holding the subject key in `table`."""
         return self.tables.get(table, self.column)
+
+
+class PathScope(_Model):
+    """Hold the files of a 'files' store whose paths match any of these globs."""
+
+    store: str = _doc("The 'files' store.", "backups")
+    paths: list[RelativeGlob] = _doc(
+        "Globs relative to the store root ('**' for any folders).",
+        ["db/db-2026-03-*"],
+        min_length=1,
+    )
 
 
 def _as_utc(value: object) -> object:
@@ -795,14 +1266,28 @@ class Hold(_Model):
         {"ip": "203.0.113.9"},
         default=(),
     )
+    paths: PathScope | None = _doc(
+        "Scope by path: files of a 'files' store matching these globs.",
+        {"store": "backups", "paths": ["db/db-2026-03-*"]},
+        default=None,
+    )
 
     @model_validator(mode="after")
     def _scope(self) -> Hold:
-        if (self.subjects is None) == (self.rule is None):
-            raise ValueError("give exactly one scope: 'subjects' or 'rule' (with optional 'where')")
+        scopes = [s for s in (self.subjects, self.rule, self.paths) if s is not None]
+        if len(scopes) != 1:
+            raise ValueError(
+                "give exactly one scope: 'subjects', 'rule' (with optional 'where') or 'paths'"
+            )
         if self.where and self.rule is None:
             raise ValueError("'where' narrows a rule-scoped hold; add 'rule'")
         return self
+
+    def holds_path(self, store: str, path: str) -> bool:
+        """True when this hold's 'paths' scope covers `path` (relative) in files store `store`."""
+        if self.paths is None or self.paths.store != store:
+            return False
+        return any(compile_glob(glob).fullmatch(path) for glob in self.paths.paths)
 
     def active(self, now: datetime) -> bool:
         """True while the hold has not expired at `now`."""
@@ -825,6 +1310,25 @@ class Minimum(_Model):
         json_schema_extra=_or_string("Name of a datetime column."),
     )
     period: PeriodType = _doc("Minimum retention.", "7 years")
+
+
+class FileMinimum(_Model):
+    """A legal minimum retention on files of a 'files' store that no file rule may undercut."""
+
+    name: Name = _doc("Unique name.", "backups-30d-minimum")
+    reason: str = _doc(
+        "The law or obligation.", "Keep 30 days of backups (contract with the host)", min_length=3
+    )
+    store: str = _doc("The 'files' store.", "backups")
+    pattern: RelativeGlob = _doc("Protected files, relative to the root.", "db/*.sql.gz")
+    timestamp: FileTimestampType = _doc(
+        "Clock of the minimum: 'mtime' or {name: FORMAT, timezone: ZONE}; a file whose "
+        "timestamp cannot be read is always kept.",
+        "mtime",
+        default=FileTimestamp(),
+        json_schema_extra=_or_string("'mtime': the file's modification time."),
+    )
+    period: PeriodType = _doc("Minimum retention.", "30 days")
 
 
 class AuditSettings(_Model):
@@ -898,6 +1402,19 @@ class Policy(_Model):
         ],
         default_factory=list,
     )
+    file_minimums: list[FileMinimum] = _doc(
+        "Legal minimum retentions on files of 'files' stores.",
+        [
+            {
+                "name": "backups-30d",
+                "reason": "hosting contract",
+                "store": "backups",
+                "pattern": "db/*.sql.gz",
+                "period": "30 days",
+            }
+        ],
+        default_factory=list,
+    )
     rules: list[Rule] = _doc(
         "Retention rules.",
         [
@@ -913,6 +1430,22 @@ class Policy(_Model):
         ],
         min_length=1,
     )
+    file_rules: list[FileRule] = _doc(
+        "Retention rules on 'files' stores (backups, rotated logs).",
+        [
+            {
+                "name": "backups-90d",
+                "promise": "Backups: Maximum 90 days after deletion",
+                "source": {"policy": "InfraUX Privacy Policy", "clause": "8. Data Retention"},
+                "store": "backups",
+                "pattern": "db/db-*.sql.gz",
+                "timestamp": {"name": "db-%Y-%m-%d.sql.gz", "timezone": "UTC"},
+                "period": "90 days",
+                "keep_last": 7,
+            }
+        ],
+        default_factory=list,
+    )
 
     def rule(self, name: str) -> Rule:
         """The rule called `name` (KeyError if there is none)."""
@@ -920,6 +1453,24 @@ class Policy(_Model):
             if rule.name == name:
                 return rule
         raise KeyError(name)
+
+    def file_rule(self, name: str) -> FileRule:
+        """The file rule called `name` (KeyError if there is none)."""
+        for rule in self.file_rules:
+            if rule.name == name:
+                return rule
+        raise KeyError(name)
+
+    def effective_file_limits(self, rule: FileRule) -> FileLimits:
+        """`rule`'s limits; max_fraction comes from 'defaults.limits' when not set."""
+        limits = rule.limits or FileLimits()
+        if "max_fraction" in limits.model_fields_set:
+            return limits
+        return limits.model_copy(update={"max_fraction": self.defaults.limits.max_fraction})
+
+    def effective_file_batch(self, rule: FileRule) -> FileBatch:
+        """`rule`'s batch settings, or the defaults."""
+        return rule.batch or FileBatch()
 
     def effective_batch(self, rule: Rule) -> Batch:
         """`rule`'s batch settings with unset fields taken from the defaults (validated)."""
@@ -943,15 +1494,15 @@ class Policy(_Model):
         """`rule`'s limits with unset fields taken from the defaults."""
         return _merge(self.defaults.limits, rule.limits)
 
-    def effective_schedule(self, rule: Rule) -> Schedule:
+    def effective_schedule(self, rule: Rule | FileRule) -> Schedule:
         """`rule`'s schedule, or the default one."""
         return rule.schedule or self.defaults.schedule
 
-    def effective_timezone(self, rule: Rule) -> str:
+    def effective_timezone(self, rule: Rule | FileRule) -> str:
         """`rule`'s schedule time zone, or the default one."""
         return rule.timezone or self.defaults.timezone
 
-    def effective_grace(self, rule: Rule) -> Period:
+    def effective_grace(self, rule: Rule | FileRule) -> Period:
         """`rule`'s grace period, or the default one."""
         return rule.grace or self.defaults.grace
 
@@ -1002,48 +1553,82 @@ def reference_issues(tree: object) -> list[tuple[Path, str]]:
         elif value not in sql_stores:
             issues.append((path, f"{what} on a 'files' store are not supported yet"))
 
-    rules = tree.get("rules")
-    rule_names: list[str] = []
-    if isinstance(rules, list):
-        for index, rule in enumerate(rules):
-            if not isinstance(rule, Mapping):
-                continue
-            check_store(("rules", index, "store"), rule.get("store"), "rules")
-            archive = rule.get("archive")
-            if isinstance(archive, Mapping) and archive.get("store") is not None:
-                check_store(("rules", index, "archive", "store"), archive.get("store"), "archives")
-            name = rule.get("name")
-            if isinstance(name, str):
-                rule_names.append(name)
-        counts = Counter(rule_names)
-        seen: set[str] = set()
-        for index, rule in enumerate(rules):
-            name = rule.get("name") if isinstance(rule, Mapping) else None
-            if isinstance(name, str) and counts[name] > 1:
-                if name in seen:
-                    issues.append((("rules", index, "name"), f"duplicate rule name {name!r}"))
-                seen.add(name)
+    def check_files_store(path: Path, value: object, what: str) -> None:
+        if store_names is None or not isinstance(value, str):
+            return
+        if value not in store_names:
+            known = ", ".join(sorted(store_names)) or "none"
+            issues.append((path, f"unknown store {value!r} (stores: {known})"))
+        elif value in sql_stores:
+            issues.append(
+                (path, f"{what} need a 'files' store; {value!r} is a SQL store (kind: sql)")
+            )
 
-    for section in ("holds", "minimums"):
-        items = tree.get(section)
-        if not isinstance(items, list):
-            continue
+    def items(section: str) -> list[tuple[int, Mapping[str, Any]]]:
+        found = tree.get(section)
+        if not isinstance(found, list):
+            return []
+        return [(i, item) for i, item in enumerate(found) if isinstance(item, Mapping)]
+
+    rule_names: list[str] = []
+    file_rule_names: set[str] = set()
+    named: list[tuple[Path, str]] = []
+    for index, rule in items("rules"):
+        check_store(("rules", index, "store"), rule.get("store"), "rules")
+        archive = rule.get("archive")
+        if isinstance(archive, Mapping) and archive.get("store") is not None:
+            check_store(("rules", index, "archive", "store"), archive.get("store"), "archives")
+        name = rule.get("name")
+        if isinstance(name, str):
+            rule_names.append(name)
+            named.append((("rules", index, "name"), name))
+    for index, rule in items("file_rules"):
+        check_files_store(("file_rules", index, "store"), rule.get("store"), "file rules")
+        archive = rule.get("archive")
+        if isinstance(archive, Mapping) and archive.get("store") is not None:
+            check_files_store(
+                ("file_rules", index, "archive", "store"), archive.get("store"), "file archives"
+            )
+        name = rule.get("name")
+        if isinstance(name, str):
+            file_rule_names.add(name)
+            named.append((("file_rules", index, "name"), name))
+    seen: set[str] = set()
+    for path, name in named:
+        if name in seen:
+            issues.append((path, f"duplicate rule name {name!r}"))
+        seen.add(name)
+
+    for section in ("holds", "minimums", "file_minimums"):
         names: set[str] = set()
-        for index, item in enumerate(items):
-            if not isinstance(item, Mapping):
-                continue
+        for index, item in items(section):
             name = item.get("name")
             if isinstance(name, str):
                 if name in names:
-                    issues.append(
-                        ((section, index, "name"), f"duplicate {section[:-1]} name {name!r}")
-                    )
+                    what = "file minimum" if section == "file_minimums" else section[:-1]
+                    issues.append(((section, index, "name"), f"duplicate {what} name {name!r}"))
                 names.add(name)
             if section == "minimums":
                 check_store((section, index, "store"), item.get("store"), "minimums")
-            rule = item.get("rule")
-            if section == "holds" and isinstance(rule, str) and rule not in rule_names:
-                issues.append(((section, index, "rule"), f"unknown rule {rule!r}"))
+            if section == "file_minimums":
+                check_files_store((section, index, "store"), item.get("store"), "file minimums")
+            if section != "holds":
+                continue
+            held_rule = item.get("rule")
+            if isinstance(held_rule, str) and held_rule not in rule_names:
+                if held_rule not in file_rule_names:
+                    issues.append(((section, index, "rule"), f"unknown rule {held_rule!r}"))
+                elif item.get("where"):
+                    issues.append(
+                        (
+                            (section, index, "where"),
+                            f"{held_rule!r} is a file rule: a hold on it keeps all its files; "
+                            "narrow it with a 'paths' hold instead of 'where'",
+                        )
+                    )
+            paths = item.get("paths")
+            if isinstance(paths, Mapping):
+                check_files_store((section, index, "paths", "store"), paths.get("store"), "holds")
 
     audit = tree.get("audit")
     if isinstance(audit, Mapping) and audit.get("store") is not None:

@@ -115,6 +115,8 @@ def _interactive(
         tasks[plan.name] = progress.add_task(plan.name, total=rows or 1, rate="")
 
     def on_batch(done: BatchDone) -> None:
+        if done.rule not in tasks:  # file rules announce themselves with their first batch
+            tasks[done.rule] = progress.add_task(done.rule, total=None, rate="")
         task = tasks[done.rule]
         rate = f"{done.rows / done.seconds:,.0f} rows/s" if done.seconds > 0 else ""
         progress.update(task, advance=done.rows, rate=rate)

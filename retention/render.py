@@ -17,9 +17,17 @@ from rich.text import Text
 
 from retention.errors import Issue, Severity
 from retention.planner import Plan
+from retention.stores.files import FileRulePlan
 from retention.stores.preview import RuleEstimate
 
-__all__ = ["iso", "plan_document", "print_issues", "print_plan"]
+__all__ = [
+    "file_rule_document",
+    "iso",
+    "plan_document",
+    "print_issues",
+    "print_plan",
+    "size_text",
+]
 
 PLAN_FORMAT = 1
 
@@ -82,11 +90,75 @@ def _rule_document(est: RuleEstimate) -> dict[str, Any]:
     }
 
 
-def plan_document(
-    plan: Plan, estimates: Sequence[RuleEstimate], policy_file: str
-) -> dict[str, Any]:
-    """The JSON document `retention plan --format json` prints."""
+def file_rule_document(plan: FileRulePlan) -> dict[str, Any]:
+    """The JSON form of one file rule's plan, listing every matched file."""
+    rule = plan.rule
+    stamp = rule.timestamp
     return {
+        "rule": rule.name,
+        "promise": rule.promise,
+        "source": rule.source.model_dump(exclude_none=True),
+        "store": plan.store_name,
+        "root": plan.root,
+        "pattern": rule.pattern,
+        "action": rule.action,
+        "archive": (
+            {"store": rule.archive_store, "prefix": rule.archive.prefix} if rule.archive else None
+        ),
+        "period": str(rule.period),
+        "clock": "mtime"
+        if stamp.name is None
+        else {"name": stamp.name, "timezone": stamp.timezone},
+        "cutoff": iso(plan.cutoff),
+        "keep_last": rule.keep_last,
+        "files": {
+            "expired": plan.count("expired"),
+            "held": plan.count("held"),
+            "minimum": plan.count("minimum"),
+            "keep_last": plan.count("keep_last"),
+            "unparsable": plan.count("unparsable"),
+            "newer": plan.count("newer"),
+            "matched": plan.matched,
+        },
+        "bytes": {"expired": plan.bytes("expired"), "matched": plan.bytes()},
+        "oldest_expired": iso(plan.oldest_expired),
+        "batch_size": plan.batch.size,
+        "estimated_batches": plan.estimated_batches,
+        "limits": plan.limits.model_dump(),
+        "limit_exceeded": plan.limit_exceeded,
+        "holds": [h.name for h in plan.holds],
+        "lapsed_holds": [h.name for h in plan.lapsed_holds],
+        "minimums": [
+            {"name": m.minimum.name, "period": str(m.minimum.period), "cutoff": iso(m.cutoff)}
+            for m in plan.minimums
+        ],
+        "schedule": str(plan.schedule),
+        "paths": [
+            {
+                "path": f.path,
+                "size": f.size,
+                "timestamp": iso(f.timestamp),
+                "state": f.state,
+                "reason": f.reason,
+            }
+            for f in plan.files
+        ],
+        "skipped": [{"path": s.path, "reason": s.reason} for s in plan.skipped],
+        "warnings": list(plan.warnings),
+        "error": plan.error,
+    }
+
+
+def plan_document(
+    plan: Plan,
+    estimates: Sequence[RuleEstimate],
+    policy_file: str,
+    file_plans: Sequence[FileRulePlan] = (),
+) -> dict[str, Any]:
+    """The JSON document `retention plan --format json` prints.
+
+    File rules add ``file_rules`` and ``file_totals`` (only when the policy selects any)."""
+    document: dict[str, Any] = {
         "format": PLAN_FORMAT,
         "policy": policy_file,
         "now": iso(plan.now),
@@ -100,6 +172,104 @@ def plan_document(
             "errors": sum(1 for e in estimates if e.error),
         },
     }
+    if file_plans:
+        document["file_rules"] = [file_rule_document(p) for p in file_plans]
+        document["file_totals"] = {
+            "files": sum(p.count("expired") for p in file_plans),
+            "bytes": sum(p.bytes("expired") for p in file_plans),
+            "held": sum(p.count("held") for p in file_plans),
+            "minimum": sum(p.count("minimum") for p in file_plans),
+            "keep_last": sum(p.count("keep_last") for p in file_plans),
+            "unparsable": sum(p.count("unparsable") for p in file_plans),
+            "errors": sum(1 for p in file_plans if p.error),
+        }
+    return document
+
+
+def size_text(size: int) -> str:
+    """Bytes in a short human form: 512 B, 1.5 kB, 2.0 MB (powers of 1000)."""
+    if size < 1000:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("kB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000 or unit == "TB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+#: Paths listed per rule in the text plan (``--format json`` lists them all).
+_SHOWN_PATHS = 5
+
+
+def _file_table(file_plans: Sequence[FileRulePlan]) -> tuple[Table, list[Any]]:
+    table = Table(title="file rules", title_justify="left", show_lines=False)
+    for name, justify in (
+        ("rule", "left"),
+        ("action", "left"),
+        ("files", "left"),
+        ("cutoff (UTC)", "left"),
+        ("expired", "right"),
+        ("bytes", "right"),
+        ("held", "right"),
+        ("minimum", "right"),
+        ("keep_last", "right"),
+        ("unparsable", "right"),
+        ("oldest expired", "left"),
+        ("batches", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    notes: list[Any] = []
+    for fp in file_plans:
+        rule = fp.rule
+        where = f"{fp.store_name}:{rule.pattern}"
+        cutoff = (iso(fp.cutoff) or "")[:19]
+        if fp.error:
+            table.add_row(rule.name, rule.action, where, cutoff, *["-"] * 6, "error", "-")
+            notes.append(Text(f"{rule.name}: ERROR {fp.error}", style="bold red"))
+            continue
+        expired = fp.count("expired")
+        table.add_row(
+            rule.name,
+            rule.action,
+            where,
+            cutoff,
+            Text(str(expired), style="bold" if expired else ""),
+            size_text(fp.bytes("expired")),
+            str(fp.count("held")),
+            str(fp.count("minimum")),
+            str(fp.count("keep_last")),
+            str(fp.count("unparsable")),
+            (iso(fp.oldest_expired) or "-")[:19],
+            str(fp.estimated_batches),
+        )
+        if fp.limit_exceeded:
+            notes.append(
+                Text(f"{rule.name}: a run would stop here: {fp.limit_exceeded}", style="yellow")
+            )
+        for warning in fp.warnings:
+            notes.append(Text(f"{rule.name}: warning: {warning}", style="yellow"))
+        going = fp.expired
+        if going:
+            shown = ", ".join(f"{f.path} ({size_text(f.size)})" for f in going[:_SHOWN_PATHS])
+            more = len(going) - _SHOWN_PATHS
+            tail = f" and {more} more (--format json lists them all)" if more > 0 else ""
+            notes.append(Text(f"{rule.name}: would remove {shown}{tail}"))
+        for f in fp.having("unparsable")[:_SHOWN_PATHS]:
+            notes.append(Text(f"{rule.name}: never removed: {f.path}: {f.reason}", style="yellow"))
+        if fp.count("unparsable") > _SHOWN_PATHS:
+            notes.append(
+                Text(
+                    f"{rule.name}: ... and {fp.count('unparsable') - _SHOWN_PATHS} more files "
+                    "whose timestamp cannot be read",
+                    style="yellow",
+                )
+            )
+        for skipped in fp.skipped:
+            notes.append(
+                Text(f"{rule.name}: skipped {skipped.path}: {skipped.reason}", style="yellow")
+            )
+    return table, notes
 
 
 def print_plan(
@@ -109,8 +279,10 @@ def print_plan(
     policy_file: str,
     *,
     show_sql: bool = False,
+    file_plans: Sequence[FileRulePlan] = (),
 ) -> None:
-    """A readable table of what each rule would do, then per-rule notes."""
+    """A readable table of what each rule would do, then per-rule notes (file rules get a
+    second table, printed only when the policy selects any)."""
     table = Table(
         title=f"retention plan - {policy_file} - as of {iso(plan.now)} (dry run, nothing changed)",
         title_justify="left",
@@ -168,6 +340,10 @@ def print_plan(
                     )
                 )
     console.print(table)
+    if file_plans:
+        files_table, file_notes = _file_table(file_plans)
+        console.print(files_table)
+        notes.extend(file_notes)
     if plan.disabled:
         notes.append(Text(f"disabled rules (not run): {', '.join(plan.disabled)}", style="dim"))
     total = sum(e.affected for e in estimates)
@@ -179,6 +355,18 @@ def print_plan(
             f"{minimum} by legal minimums."
         )
     )
+    if file_plans:
+        count = sum(p.count("expired") for p in file_plans)
+        size = sum(p.bytes("expired") for p in file_plans)
+        notes.append(
+            Text(
+                f"{count} files ({size_text(size)}) would be removed; "
+                f"{sum(p.count('held') for p in file_plans)} held back by legal holds, "
+                f"{sum(p.count('minimum') for p in file_plans)} by legal minimums, "
+                f"{sum(p.count('keep_last') for p in file_plans)} by keep_last; "
+                f"{sum(p.count('unparsable') for p in file_plans)} with unreadable timestamps."
+            )
+        )
     console.print(Group(*notes))
 
 

@@ -26,6 +26,7 @@ from retention.errors import ExitCode, StoreError, UsageError
 from retention.loader import LoadedPolicy
 from retention.planner import Plan, RulePlan, build_plan, limit_breach
 from retention.policy import HashStrategy, Limits, SqlStore
+from retention.stores.files import run_file_rule, selected_file_rules
 from retention.stores.purge import BatchDone, KeySpan, PurgeOptions, RuleResult, purge
 from retention.stores.rulesql import RuleSchemaError, compile_rule
 from retention.stores.schema import Catalog
@@ -196,10 +197,8 @@ def run_once(
             if should_stop():
                 break
             if not runs.claim(rule_plan.name):
-                skipped = RuleOutcome(rule_plan.name, rule_plan.rule.action, "skipped")
-                skipped.error = "this slot was already run (run ledger)"
-                report.outcomes.append(skipped)
-                on_rule(skipped)
+                report.outcomes.append(_skipped(rule_plan.name, rule_plan.rule.action))
+                on_rule(report.outcomes[-1])
                 continue
             shared = audit.shares(rule_plan.store_name)
             outcome = _run_rule(
@@ -223,12 +222,41 @@ def run_once(
             runs.finish(outcome, rule_plan.cutoff)
             report.outcomes.append(outcome)
             on_rule(outcome)
+        for file_rule in selected_file_rules(policy, options.rules):
+            if should_stop():
+                break
+            if not runs.claim(file_rule.name):
+                report.outcomes.append(_skipped(file_rule.name, file_rule.action))
+                on_rule(report.outcomes[-1])
+                continue
+            done = run_file_rule(
+                loaded,
+                file_rule,
+                now,
+                options,
+                audit,
+                report.run_id,
+                host,
+                digest_key,
+                should_stop,
+                on_batch=on_batch,
+            )
+            outcome = RuleOutcome(
+                done.rule, done.action, done.status, done.planned, done.result, done.error
+            )
+            runs.finish(outcome, done.cutoff or now)
+            report.outcomes.append(outcome)
+            on_rule(outcome)
         return report
     finally:
         if audit is not None:
             audit.dispose()
         for engine in engines.values():
             engine.dispose()
+
+
+def _skipped(rule: str, action: str) -> RuleOutcome:
+    return RuleOutcome(rule, action, "skipped", error="this slot was already run (run ledger)")
 
 
 class _Ledger:

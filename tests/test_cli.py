@@ -86,6 +86,7 @@ def test_plan_json_is_the_documented_structure(sqlite_url: str) -> None:
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["format"] == 1
+    assert [r["rule"] for r in document["file_rules"]] == ["backups-90d", "security-log-files-90d"]
     assert document["now"] == "2026-11-23T12:00:00Z"
     rule = document["rules"][0]
     assert set(rule) >= {
@@ -133,4 +134,6 @@ def test_schema_is_valid_json_with_every_top_level_key() -> None:
         "minimums",
         "holds",
         "rules",
+        "file_rules",
+        "file_minimums",
     }

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from retention.demo import (
     METADATA,
     SUSPICIOUS_IP,
     build_demo,
+    build_demo_backups,
+    demo_files,
     demo_rows,
 )
 from tests.conftest import NOW
@@ -456,3 +458,79 @@ def test_build_demo_creates_the_folder_of_a_sqlite_file(tmp_path: Path) -> None:
     target = tmp_path / "var" / "demo.db"
     build_demo(f"sqlite:///{target}", NOW)
     assert target.is_file()
+
+
+# --- the backup tree ----------------------------------------------------------------------
+
+
+def _tree(root: Path) -> dict[str, tuple[int, datetime]]:
+    """path -> (size, naive UTC mtime) of every file below `root`."""
+    return {
+        p.relative_to(root).as_posix(): (
+            p.stat().st_size,
+            datetime.fromtimestamp(p.stat().st_mtime, UTC).replace(tzinfo=None),
+        )
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def test_build_demo_writes_the_backup_tree_beside_a_sqlite_file(tmp_path: Path) -> None:
+    build_demo(f"sqlite:///{tmp_path / 'var' / 'demo.db'}", NOW)
+    tree = _tree(tmp_path / "var" / "backups")
+    assert tree == {f.path: (f.size, f.mtime) for f in demo_files(NOW)}
+    assert len(tree) == 139
+
+
+def test_demo_files_follow_now_and_the_seed_only() -> None:
+    later = NOW + timedelta(days=10)
+    assert demo_files(NOW) == demo_files(NOW)
+    shifted = {f.path for f in demo_files(later) if f.path.startswith("logs/")}
+    assert shifted == {f.path for f in demo_files(NOW) if f.path.startswith("logs/")}
+    assert demo_files(NOW, seed=8) != demo_files(NOW)
+    assert max(f.mtime for f in demo_files(later)) == later.replace(tzinfo=None)
+
+
+def test_dumps_are_nightly_for_two_weeks_then_weekly_over_200_days() -> None:
+    dumps = [f for f in demo_files(NOW) if re.fullmatch(r"db/db-\d{4}-\d\d-\d\d\.sql\.gz", f.path)]
+    days = sorted(date.fromisoformat(f.path[6:16]) for f in dumps)
+    today = NOW.date()
+    assert days[-15:] == [today - timedelta(days=n) for n in range(14, -1, -1)]
+    assert all(d.weekday() == 6 for d in days[:-15])
+    assert (today - days[0]).days <= 200 < (today - days[0]).days + 7
+    for dump in dumps:  # written a few minutes after 02:00 UTC on the day it is named after
+        assert dump.mtime.date() == date.fromisoformat(dump.path[6:16])
+        assert dump.mtime.hour == 2
+    assert [f.path for f in demo_files(NOW) if f.path.startswith("db/") and f not in dumps] == [
+        "db/db-before-migration.sql.gz"
+    ]
+
+
+def test_logs_rotate_weekly_across_the_12_month_and_90_day_cutoffs() -> None:
+    logs = {f.path: NOW.replace(tzinfo=None) - f.mtime for f in demo_files(NOW)}
+    app = [age for path, age in logs.items() if path.startswith("logs/app.log.")]
+    security = [age for path, age in logs.items() if path.startswith("logs/security.log.")]
+    assert (len(app), len(security)) == (70, 24)
+    assert sum(age > timedelta(days=365) for age in app) == 18
+    assert sum(age > timedelta(days=90) for age in security) == 12
+    assert logs["logs/app.log"] == timedelta(0)
+
+
+def test_rebuilding_replaces_a_demo_tree_but_never_another_folder(tmp_path: Path) -> None:
+    root = tmp_path / "backups"
+    build_demo_backups(root, NOW)
+    (root / "db" / "stray.sql.gz").write_bytes(b"x")
+    later = NOW + timedelta(days=1)
+    counts = build_demo_backups(root, later)
+    assert counts == {
+        "db": sum(f.path.startswith("db/") for f in demo_files(later)),
+        "logs": 96,
+    }
+    assert _tree(root) == {f.path: (f.size, f.mtime) for f in demo_files(later)}
+    assert not (root / "db" / "stray.sql.gz").exists()
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a demo backup tree"):
+        build_demo_backups(other, NOW)
+    assert (other / "keep.txt").read_text() == "mine"

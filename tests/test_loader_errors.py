@@ -116,8 +116,8 @@ def test_a_misspelled_required_key_is_not_also_reported_missing() -> None:
 
 def test_an_unknown_key_with_no_close_match_lists_the_known_keys() -> None:
     assert errors(BASE + "zzzz: 1\n") == [
-        "p.yaml:14:1: zzzz: unknown key 'zzzz'; expected one of audit, defaults, holds, "
-        "minimums, rules, stores, title, version"
+        "p.yaml:14:1: zzzz: unknown key 'zzzz'; expected one of audit, defaults, "
+        "file_minimums, file_rules, holds, minimums, rules, stores, title, version"
     ]
 
 
@@ -402,8 +402,8 @@ def test_a_tagged_scalar_that_cannot_be_constructed_is_an_issue(value: str) -> N
 
 def test_a_recursive_alias_is_an_error() -> None:
     assert errors(BASE + "x: &loop [*loop]\n") == [
-        "p.yaml:14:1: x: unknown key 'x'; expected one of audit, defaults, holds, minimums, "
-        "rules, stores, title, version",
+        "p.yaml:14:1: x: unknown key 'x'; expected one of audit, defaults, file_minimums, "
+        "file_rules, holds, minimums, rules, stores, title, version",
         "p.yaml:14:4: x[0]: recursive YAML alias",
     ]
 

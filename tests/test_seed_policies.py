@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from retention.demo import HOLD_SUBJECTS, METADATA
+from retention.audit.sql import verify
+from retention.audit.store import audit_file, open_audit
+from retention.demo import HOLD_SUBJECTS, METADATA, build_demo_backups
 from retention.loader import LoadedPolicy, load_policy
 from retention.planner import build_plan, minimum_conflicts
-from retention.policy import Policy, SqlStore
+from retention.policy import FileRule, FilesStore, Policy, Rule, SqlStore
+from retention.stores.files import FileOptions, check_file_rules, plan_file_rules, run_file_rules
 from retention.stores.sql import resolve_url
 from tests.conftest import NOW
 
@@ -69,12 +72,16 @@ def test_policy_file_loads_without_errors_or_warnings(name: str) -> None:
     assert loaded.policy.version == 1
 
 
+def _all_rules(policy: Policy) -> list[Rule | FileRule]:
+    return [*policy.rules, *policy.file_rules]
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_every_rule_has_a_promise_and_a_source(name: str) -> None:
     policy = _policy(name)
-    titles = {rule.source.policy for rule in policy.rules}
+    titles = {rule.source.policy for rule in _all_rules(policy)}
     assert len(titles) == 1, titles
-    for rule in policy.rules:
+    for rule in _all_rules(policy):
         assert rule.promise.strip(), rule.name
         assert rule.source.policy.strip(), rule.name
         assert rule.source.clause.strip(), rule.name
@@ -85,7 +92,7 @@ def test_every_rule_has_a_promise_and_a_source(name: str) -> None:
 def test_every_promise_quotes_its_seed_word_for_word(name: str) -> None:
     """A promise is one quote, or several joined by ' ... ', each found in the seed text."""
     seed = _seed_text(name)
-    for rule in _policy(name).rules:
+    for rule in _all_rules(_policy(name)):
         for quote in rule.promise.split(" ... "):
             assert " ".join(quote.split()) in seed, (rule.name, quote)
 
@@ -95,7 +102,7 @@ def test_every_promise_quotes_its_seed_word_for_word(name: str) -> None:
 def test_every_source_clause_names_sections_of_its_seed(name: str) -> None:
     """Clause 'A: B (note); C' names sections A, B and C; each heading is in the seed."""
     seed = _seed_text(name)
-    for rule in _policy(name).rules:
+    for rule in _all_rules(_policy(name)):
         clause = re.sub(r"\s*\(.*?\)", "", rule.source.clause)
         for part in re.split(r"; |: ", clause):
             assert part in seed, (rule.name, part)
@@ -172,7 +179,7 @@ def test_holds_cover_the_litigation_subjects_a_rule_and_a_lapsed_case(name: str)
     assert lapsed == {expired[0].name}
     assert expired[0].expires is not None
     assert expired[0].expires < NOW
-    assert active == {h.name for h in policy.holds} - lapsed
+    assert active == {h.name for h in policy.holds if h.paths is None} - lapsed
 
 
 EXPECTED_MINIMUMS = {
@@ -512,3 +519,108 @@ def test_accounts_are_anonymized_never_deleted(name: str) -> None:
     for rule in _policy(name).rules:
         if rule.table in {"accounts", "invoices"}:
             assert rule.action == "anonymize", rule.name
+
+
+# --- file rules: backups and log files -------------------------------------------------------
+
+#: (pattern, clock, period, keep_last) of every file rule.
+EXPECTED_FILE_RULES: dict[str, dict[str, tuple[str, str, str, int]]] = {
+    "andron.yaml": {},
+    "aurigen.yaml": {"log-files-12mo": ("logs/*.log.*", "mtime", "12 months", 1)},
+    "indigo.yaml": {"log-files-12mo": ("logs/*.log.*", "mtime", "12 months", 1)},
+    "infraux.yaml": {
+        "backups-90d": ("db/db-*.sql.gz", "name db-%Y-%m-%d.sql.gz (UTC)", "90 days", 7),
+        "security-log-files-90d": ("logs/security.log.*", "mtime", "90 days", 1),
+    },
+}
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_file_rules_encode_the_backup_and_log_file_promises(name: str) -> None:
+    policy = _policy(name)
+    got = {
+        r.name: (r.pattern, str(r.timestamp), str(r.period), r.keep_last) for r in policy.file_rules
+    }
+    assert got == EXPECTED_FILE_RULES[name]
+    assert all(r.action == "delete" and r.enabled for r in policy.file_rules)
+
+
+@pytest.mark.parametrize("name", [n for n in FILES if EXPECTED_FILE_RULES[n]])
+def test_the_backup_tree_defaults_to_the_demo_tree_in_the_repository(name: str) -> None:
+    loaded = _load(name)
+    store = loaded.policy.stores["backups"]
+    assert isinstance(store, FilesStore)
+    assert (loaded.base_dir / store.root).resolve() == REPO / "var" / "backups"
+    other = load_policy(POLICIES / name, env={"RETENTION_BACKUP_ROOT": "s3://bkp/app"})
+    assert other.policy.stores["backups"] == FilesStore(kind="files", root="s3://bkp/app")
+
+
+def test_infraux_holds_the_july_2026_dumps_of_the_litigation_case() -> None:
+    [hold] = [h for h in _policy("infraux.yaml").holds if h.paths is not None]
+    assert hold.paths is not None
+    assert (hold.name, hold.paths.store, hold.paths.paths) == (
+        "litigation-2026-017-backups",
+        "backups",
+        ["db/db-2026-07-*.sql.gz"],
+    )
+
+
+def _demo_tree(tmp_path: Path, name: str) -> tuple[LoadedPolicy, Path]:
+    """The policy, copied into `tmp_path` (so its default audit file lands there too), on a
+    fresh demo backup tree."""
+    root = tmp_path / "backups"
+    build_demo_backups(root, NOW)
+    policy = tmp_path / name
+    policy.write_text((POLICIES / name).read_text(encoding="utf-8"), encoding="utf-8")
+    return load_policy(policy, env={"RETENTION_BACKUP_ROOT": str(root)}), root
+
+
+#: name -> rule -> (expired, held, keep_last, unparsable, newer) on the demo tree at NOW.
+EXPECTED_FILE_PLANS = {
+    "aurigen.yaml": {"log-files-12mo": (18, 0, 0, 0, 76)},
+    "indigo.yaml": {"log-files-12mo": (18, 0, 0, 0, 76)},
+    "infraux.yaml": {
+        "backups-90d": (12, 4, 0, 1, 26),
+        "security-log-files-90d": (12, 0, 0, 0, 12),
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_FILE_PLANS))
+def test_file_rules_find_files_on_both_sides_of_their_cutoff_in_the_demo_tree(
+    tmp_path: Path, name: str
+) -> None:
+    loaded, _root = _demo_tree(tmp_path, name)
+    plans = plan_file_rules(loaded, NOW)
+    got = {
+        p.name: tuple(p.count(s) for s in ("expired", "held", "keep_last", "unparsable", "newer"))
+        for p in plans
+    }
+    assert got == EXPECTED_FILE_PLANS[name]
+    for plan in plans:
+        assert (plan.error, plan.limit_exceeded, plan.skipped) == (None, None, ())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_FILE_PLANS))
+def test_running_the_file_rules_on_the_demo_tree_keeps_every_promise(
+    tmp_path: Path, name: str
+) -> None:
+    loaded, root = _demo_tree(tmp_path, name)
+    assert audit_file(loaded).parent == tmp_path
+    before = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    expired = {f.path for p in plan_file_rules(loaded, NOW) for f in p.expired}
+    audit = open_audit(loaded)
+    try:
+        outcomes = run_file_rules(
+            loaded, NOW, FileOptions(), audit, "run-1", "test", b"demo-only-audit-key"
+        )
+        with audit.engine.connect() as conn:
+            _count, problem = verify(conn, audit.tables)
+    finally:
+        audit.dispose()
+    assert {(o.status, o.error) for o in outcomes} == {("ok", None)}
+    after = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    assert before - after == expired
+    assert problem is None
+    assert all(s.kept for s in check_file_rules(loaded, NOW))
+    assert all(p.count("expired") == 0 for p in plan_file_rules(loaded, NOW))

@@ -71,11 +71,8 @@ def key_digest(keys: Iterable[object], secret: bytes) -> str:
     It proves which keys a batch removed to whoever holds the key and the
     candidate keys, without storing the keys' values themselves in the trail.
     """
-    mac = hmac.new(secret, digestmod=hashlib.sha256)
-    for key in keys:
-        mac.update(repr(key).encode())
-        mac.update(b"\n")
-    return mac.hexdigest()
+    text = "".join(f"{key!r}\n" for key in keys)  # one update: the same digest, faster
+    return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
 
 
 def rule_hash(definition: dict[str, Any]) -> str:

@@ -350,8 +350,9 @@ def _batch(
         keys: list[Any] | None = None
         if limit:
             bounds = {**lower, **sql.key_params("upto", upto), "n": size}
-            found = conn.execute(sql.select_keys(first, limit=True, lock=True), bounds)
-            keys = [sql.key_value(row) for row in found]
+            keys = _keys_of(
+                sql, conn.execute(sql.select_keys(first, limit=True, lock=True), bounds)
+            )
             if not keys:
                 return time.monotonic() - started, 0, None
             upto = keys[-1]
@@ -393,8 +394,7 @@ def _delete(
     child_rows: list[tuple[str, int]] = []
     if sql.children:
         if keys is None:
-            locked = conn.execute(sql.select_keys(first, lock=True), bounds)
-            keys = [sql.key_value(row) for row in locked]
+            keys = _keys_of(sql, conn.execute(sql.select_keys(first, lock=True), bounds))
         for child in sql.children:
             deleted_children = 0
             for start in range(0, len(keys), _IN_CHUNK):
@@ -407,15 +407,14 @@ def _delete(
         archived = conn.execute(sql.archive_batch(first=first), bounds).rowcount
     if conn.dialect.delete_returning:
         returned = conn.execute(sql.delete_batch(first, returning=True), bounds)
-        deleted = sorted(sql.key_value(row) for row in returned)
+        deleted = sorted(_keys_of(sql, returned))
         if keys is not None and deleted != sorted(keys):
             raise BatchMismatch(
                 f"{len(deleted)} rows deleted where {len(keys)} keys were locked; rolled back"
             )
     else:
         if keys is None:
-            locked = conn.execute(sql.select_keys(first, lock=True), bounds)
-            keys = [sql.key_value(row) for row in locked]
+            keys = _keys_of(sql, conn.execute(sql.select_keys(first, lock=True), bounds))
         count = conn.execute(sql.delete_batch(first), bounds).rowcount
         if count != len(keys):
             raise BatchMismatch(f"{count} rows deleted where {len(keys)} keys were locked")
@@ -464,3 +463,11 @@ def _anonymize(
     if changed != len(updates):
         raise BatchMismatch(f"{changed} rows rewritten where {len(updates)} were locked")
     return changed, keys
+
+
+def _keys_of(sql: RuleSql, result: sa.CursorResult[Any]) -> list[Any]:
+    """The keys in a result whose first columns are the key columns, fetched at once
+    (row-by-row iteration costs more than the DELETE on large batches)."""
+    if len(sql.keys) == 1:
+        return list(result.scalars().all())
+    return [tuple(row[: len(sql.keys)]) for row in result.all()]
