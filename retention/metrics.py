@@ -133,6 +133,8 @@ class Metrics:
         if result is not None:
             self.batches.labels(rule).inc(result.batches)
             self.duration.labels(rule).observe(result.seconds)
+        if outcome.bytes is not None:
+            self.observe_files(rule, outcome.rows, outcome.bytes)
         if outcome.status == "ok":
             self.last_success.labels(rule).set(finished_at.timestamp())
 

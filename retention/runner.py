@@ -64,10 +64,12 @@ class RuleOutcome:
     planned: int = 0
     result: RuleResult | None = None
     error: str | None = None
+    #: File rules: bytes of the files removed (None for SQL rules).
+    bytes: int | None = None
 
     @property
     def rows(self) -> int:
-        """Rows deleted or de-identified."""
+        """Rows deleted or de-identified (files removed, for a file rule)."""
         return self.result.rows if self.result else 0
 
 
@@ -242,7 +244,13 @@ def run_once(
                 on_batch=on_batch,
             )
             outcome = RuleOutcome(
-                done.rule, done.action, done.status, done.planned, done.result, done.error
+                done.rule,
+                done.action,
+                done.status,
+                done.planned,
+                done.result,
+                done.error,
+                bytes=done.bytes,
             )
             runs.finish(outcome, done.cutoff or now)
             report.outcomes.append(outcome)

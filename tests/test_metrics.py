@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from retention.loader import LoadedPolicy, load_text
+from retention.loader import LoadedPolicy, load_policy, load_text
 from retention.metrics import Metrics, write_metrics_file
 from retention.runner import RuleOutcome, RunOptions, RunReport, run_once
 from retention.stores.check import PromiseStatus, check_promises
@@ -206,3 +206,29 @@ def test_textfile_write_failure_leaves_the_old_file_and_no_temporary(
     assert path.read_text(encoding="utf-8") == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".prom.tmp")) == []
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".retention.prom")] == []
+
+
+def test_a_file_rule_run_counts_files_and_bytes(tmp_path: Path) -> None:
+    """Files and bytes removed by a file rule reach the metrics through the run report."""
+    import shutil
+
+    from retention.demo import build_demo_backups
+
+    root = tmp_path / "backups"
+    build_demo_backups(root, NOW)
+    policy = tmp_path / "infraux.yaml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "policies" / "infraux.yaml", policy)
+    env = {"RETENTION_DB_URL": f"sqlite:///{tmp_path / 'unused.db'}"}
+    loaded = load_policy(policy, env={**env, "RETENTION_BACKUP_ROOT": str(root)})
+    report = run_once(loaded, NOW, RunOptions(as_of=NOW, rules=["backups-90d"]), env=ENV)
+    (outcome,) = report.outcomes
+    assert outcome.status == "ok", outcome.error
+    assert outcome.rows > 0
+    assert outcome.bytes is not None
+    assert outcome.bytes > 0
+    metrics = Metrics()
+    metrics.observe(report, finished_at=NOW)
+    samples = _samples(metrics.text())
+    rule = (("rule", "backups-90d"),)
+    assert samples[("retention_files_removed_total", rule)] == outcome.rows
+    assert samples[("retention_bytes_removed_total", rule)] == outcome.bytes
