@@ -21,7 +21,7 @@ from retention.errors import StoreError
 from retention.planner import Plan, RulePlan, limit_breach
 from retention.stores.partitions import droppable_partitions
 from retention.stores.purge import walk_of
-from retention.stores.rulesql import RuleSchemaError, RuleSql, compile_rule
+from retention.stores.rulesql import RuleSchemaError, RuleSql, arrays_for_updates, compile_rule
 from retention.stores.schema import Catalog, from_db_time
 from retention.stores.sql import read_only
 
@@ -80,7 +80,7 @@ def _json_value(value: Any) -> Any:
 
 #: Parameters that change from batch to batch; shown as such in a plan.
 PER_BATCH = "(per batch)"
-_BATCH_PARAMS = ("after", "upto", "last", "n", "marked_at")
+_BATCH_PARAMS = ("after", "upto", "last", "n", "marked_at", "values")
 
 
 def _statement(step: str, stmt: sa.ClauseElement, dialect: sa.Dialect) -> Statement:
@@ -111,10 +111,12 @@ def statements_for(sql: RuleSql, dialect: sa.Dialect) -> tuple[Statement, ...]:
         spec = plan.rule.anonymize
         assert spec is not None
         columns = list(spec.columns)
-        steps += [
-            ("select_batch", sql.select_batch(columns, lock=True)),
-            ("update_batch", sql.update_from(sql.scratch_table(columns), columns, spec.marker)),
-        ]
+        update = (
+            sql.update_from_arrays(columns, spec.marker)
+            if arrays_for_updates(dialect)
+            else sql.update_from(sql.scratch_table(columns), columns, spec.marker)
+        )
+        steps += [("select_batch", sql.select_batch(columns, lock=True)), ("update_batch", update)]
     else:
         if action == "archive":
             steps.append(("archive_batch", sql.archive_batch()))

@@ -30,7 +30,7 @@ from retention.anonymize import anonymize_row, is_anonymized
 from retention.audit.records import BatchRecord, key_digest
 from retention.policy import Batch
 from retention.stores.partitions import Partition, drop_partition, droppable_partitions
-from retention.stores.rulesql import RuleSql
+from retention.stores.rulesql import RuleSql, arrays_for_updates
 
 __all__ = ["BatchDone", "PurgeOptions", "RuleResult", "Walk", "purge", "walk_of"]
 
@@ -175,7 +175,7 @@ def purge(
 def _scratch(sql: RuleSql, conn: sa.Connection) -> sa.Table | None:
     """The temporary table anonymize batches write their new values through."""
     spec = sql.plan.rule.anonymize
-    if sql.plan.rule.action != "anonymize" or spec is None:
+    if sql.plan.rule.action != "anonymize" or spec is None or arrays_for_updates(conn.dialect):
         return None
     scratch = sql.scratch_table(list(spec.columns))
     with conn.begin():
@@ -359,7 +359,6 @@ def _batch(
         bounds = {**lower, **sql.key_params("upto", upto)}
         child_rows: list[tuple[str, int]] = []
         if rule.action == "anonymize":
-            assert scratch is not None
             rows, done = _anonymize(sql, conn, options, scratch, first, bounds, started_at)
         else:
             rows, done, child_rows = _delete(sql, conn, first, bounds, keys)
@@ -428,13 +427,14 @@ def _anonymize(
     sql: RuleSql,
     conn: sa.Connection,
     options: PurgeOptions,
-    scratch: sa.Table,
+    scratch: sa.Table | None,
     first: bool,
     bounds: dict[str, Any],
     now: datetime,
 ) -> tuple[int, list[Any]]:
     """Rewrite the batch's eligible rows: read them (locked), compute the new values in
-    Python, write them to the scratch table and apply them with one UPDATE."""
+    Python, and apply them with one UPDATE joined to them (bound as arrays on
+    PostgreSQL, else through the scratch table)."""
     spec = sql.plan.rule.anonymize
     assert spec is not None
     columns = list(spec.columns)
@@ -453,13 +453,16 @@ def _anonymize(
         keys.append(sql.key_value(row))
     if not updates:
         return 0, []
-    if conn.dialect.name != "postgresql":  # there the commit empties it
+    params = {**bounds, "marked_at": now.replace(tzinfo=None)}
+    if scratch is None:
+        order = names + columns
+        params.update({f"values_{i}": [u[n] for u in updates] for i, n in enumerate(order)})
+        statement = sql.update_from_arrays(columns, spec.marker, first)
+    else:
         conn.execute(sa.delete(scratch))
-    conn.execute(scratch.insert(), updates)
-    changed = conn.execute(
-        sql.update_from(scratch, columns, spec.marker, first),
-        {**bounds, "marked_at": now.replace(tzinfo=None)},
-    ).rowcount
+        conn.execute(scratch.insert(), updates)
+        statement = sql.update_from(scratch, columns, spec.marker, first)
+    changed = conn.execute(statement, params).rowcount
     if changed != len(updates):
         raise BatchMismatch(f"{changed} rows rewritten where {len(updates)} were locked")
     return changed, keys

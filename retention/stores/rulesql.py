@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, TypeAlias
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.dml import ReturningDelete
 
 from retention.errors import StoreError
@@ -255,7 +256,7 @@ class RuleSql:
 
     def scratch_table(self, columns: Sequence[str]) -> sa.Table:
         """A temporary table holding a batch's keys and the new values of `columns`
-        (emptied by every commit on PostgreSQL)."""
+        (databases other than PostgreSQL; see `arrays_for_updates`)."""
         keys = [sa.Column(k.name, k.type, primary_key=True) for k in self.keys]
         values = [sa.Column(name, self.table.c[name].type) for name in columns]
         return sa.Table(
@@ -264,8 +265,26 @@ class RuleSql:
             *keys,
             *values,
             prefixes=["TEMPORARY"],
-            postgresql_on_commit="DELETE ROWS",
         )
+
+    def update_from_arrays(
+        self, columns: Sequence[str], marker: str | None, first: bool = False
+    ) -> sa.Update:
+        """PostgreSQL: rewrite `columns` of the eligible rows in (`after`, `upto`] from
+        arrays bound as parameters ``values_0``, ``values_1``, ... (the keys, then each
+        column), joined through ``unnest``; set `marker` to ``marked_at``."""
+        names = [k.name for k in self.keys] + list(columns)
+        arrays = [
+            sa.cast(sa.bindparam(f"values_{i}"), postgresql.ARRAY(self.table.c[name].type))
+            for i, name in enumerate(names)
+        ]
+        source = sa.func.unnest(*arrays).table_valued(*names).render_derived()
+        values: dict[str, Any] = {name: source.c[name] for name in columns}
+        if marker is not None:
+            values[marker] = sa.bindparam("marked_at")
+        joined = [self.table.c[k.name] == source.c[k.name] for k in self.keys]
+        statement = sa.update(self.table).where(*joined, self._range(first), self.eligible)
+        return statement.values(values)
 
     def update_from(
         self, scratch: sa.Table, columns: Sequence[str], marker: str | None, first: bool = False
@@ -278,6 +297,12 @@ class RuleSql:
         joined = [self.table.c[k.name] == scratch.c[k.name] for k in self.keys]
         statement = sa.update(self.table).where(*joined, self._range(first), self.eligible)
         return statement.values(values)
+
+
+def arrays_for_updates(dialect: sa.Dialect) -> bool:
+    """Whether anonymize batches bind their new values as arrays (`update_from_arrays`)
+    instead of writing them to a temporary table first."""
+    return dialect.name == "postgresql"
 
 
 def _in(col: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
