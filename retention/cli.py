@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
+from retention.cli_options import config_option, parse_instant
 from retention.daemon_cli import daemon as daemon_command
 from retention.errors import ExitCode, PolicyError, RetentionError, Severity, UsageError
 from retention.loader import LoadedPolicy, load_policy
@@ -35,30 +36,6 @@ DEFAULT_DEMO_DB = Path("var") / "demo.db"
 
 def _console(err: bool = False) -> Console:
     return Console(stderr=err, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-
-
-def _parse_instant(value: str | None) -> datetime:
-    """`--as-of` as an aware UTC instant (naive means UTC); the current time when absent."""
-    if value is None:
-        return datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--as-of {value!r} is not an ISO 8601 date or time") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def config_option(func: F) -> F:
-    """The policy file option shared by every command (`RETENTION_CONFIG` may replace it)."""
-    return click.option(
-        "-c",
-        "--config",
-        "config",
-        envvar="RETENTION_CONFIG",
-        required=True,
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Policy file (YAML). Env: RETENTION_CONFIG.",
-    )(func)
 
 
 def _load(config: Path) -> LoadedPolicy:
@@ -107,7 +84,7 @@ def cli() -> None:
 @click.option("--as-of", "as_of", help="Judge conflicts as of this ISO 8601 time (default: now).")
 def validate(config: Path, connect: bool, strict: bool, as_of: str | None) -> None:
     """Check a policy file; with --connect also check it against the live stores (read-only)."""
-    now = _parse_instant(as_of)
+    now = parse_instant(as_of)
     loaded = load_policy(config)
     issues = static_findings(loaded, now)
     if connect:
@@ -144,7 +121,7 @@ def validate(config: Path, connect: bool, strict: bool, as_of: str | None) -> No
 @click.option("--sql", "show_sql", is_flag=True, help="Text format: also print each rule's SQL.")
 def plan(config: Path, rules: Sequence[str], as_of: str | None, fmt: str, show_sql: bool) -> None:
     """Show what a run would delete or de-identify, changing nothing (read-only)."""
-    now = _parse_instant(as_of)
+    now = parse_instant(as_of)
     loaded = _load(config)
     the_plan = build_plan(loaded.policy, now, rules)
     estimates = list(preview(the_plan, loaded.base_dir))
@@ -212,7 +189,7 @@ def run(
             rules=rules,
             force=force,
             max_rows=max_rows,
-            slot=_parse_instant(slot) if slot else None,
+            slot=parse_instant(slot) if slot else None,
         ),
         should_stop=stop.is_set,
     )
@@ -235,9 +212,9 @@ def check(config: Path, as_of: str | None, fmt: str) -> None:
     from retention.stores.check import PromiseStatus, check_promises, uncovered_personal_columns
     from retention.stores.files import FilePromiseStatus, check_file_rules
 
-    now = _parse_instant(as_of)
+    now = parse_instant(as_of)
     loaded = _load(config)
-    statuses: list[PromiseStatus | FilePromiseStatus] = [
+    statuses: list[PromiseStatus] = [
         *check_promises(loaded.policy, now, loaded.base_dir),
         *check_file_rules(loaded, now),
     ]
@@ -294,21 +271,13 @@ def check(config: Path, as_of: str | None, fmt: str) -> None:
 
 def _last_successes(loaded: LoadedPolicy, rules: Sequence[str]) -> dict[str, datetime]:
     """When each rule last finished a run successfully (run ledger; nothing if none)."""
-    import sqlalchemy as sa
-
-    from retention.audit.ledger import LedgerTables, last_success
+    from retention.audit.ledger import LedgerTables, last_successes
     from retention.audit.store import opened
 
     tables = LedgerTables(loaded.policy.audit.table_prefix)
-    out: dict[str, datetime] = {}
     with opened(loaded, create=False) as audit, audit.engine.connect() as conn:
-        if not sa.inspect(conn).has_table(tables.runs.name):
-            return out
-        for rule in rules:
-            found = last_success(conn, tables, rule)
-            if found is not None and found.finished_at is not None:
-                out[rule] = found.finished_at
-    return out
+        runs = last_successes(conn, tables, rules)
+    return {rule: run.finished_at for rule, run in runs.items() if run.finished_at is not None}
 
 
 @cli.group()
@@ -337,8 +306,8 @@ def _audit_rows(
                 store.tables,
                 rules=rules,
                 run_id=run_id,
-                since=_parse_instant(since) if since else None,
-                until=_parse_instant(until) if until else None,
+                since=parse_instant(since) if since else None,
+                until=parse_instant(until) if until else None,
             )
         )
 
@@ -487,7 +456,7 @@ def demo(url: str | None, as_of: str | None, seed: int, scale: int) -> None:
     """Build (or rebuild) the demo store: accounts, logs, invoices, requests over 8 years."""
     from retention.demo import build_demo
 
-    now = _parse_instant(as_of)
+    now = parse_instant(as_of)
     if url is None:
         DEFAULT_DEMO_DB.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{DEFAULT_DEMO_DB}"

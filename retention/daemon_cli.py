@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from retention.cli_options import config_option
 from retention.daemon import Daemon, configure_daemon_logging
 from retention.errors import ExitCode, PolicyError
 from retention.health import Endpoints, serve
@@ -100,15 +101,7 @@ def serve_daemon(
 
 
 @click.command("daemon")
-@click.option(
-    "-c",
-    "--config",
-    "config",
-    envvar="RETENTION_CONFIG",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Policy file (YAML). Env: RETENTION_CONFIG.",
-)
+@config_option
 @click.option(
     "--http-host", default="0.0.0.0", show_default=True, help="Address of /metrics and probes."
 )

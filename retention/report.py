@@ -29,7 +29,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from retention.audit.holds import HoldTable, stored_holds
-from retention.audit.ledger import LedgerTables, last_success
+from retention.audit.ledger import LedgerTables, last_successes
 from retention.audit.sql import AuditTables, records, verify
 from retention.audit.store import audit_file, open_audit
 from retention.errors import StoreError
@@ -408,12 +408,8 @@ def _ledger_runs(conn: sa.Connection, policy: Policy) -> Iterator[tuple[str, tup
     The ledger also knows runs that found nothing to remove, which write no batch record.
     """
     ledger = LedgerTables(policy.audit.table_prefix)
-    if not sa.inspect(conn).has_table(ledger.runs.name):
-        return
-    for rule in policy.rules:
-        run = last_success(conn, ledger, rule.name)
-        if run is not None:
-            yield rule.name, (run.finished_at or run.started_at, f"ok, {run.rows:,} rows")
+    for name, run in last_successes(conn, ledger, [r.name for r in policy.rules]).items():
+        yield name, (run.finished_at or run.started_at, f"ok, {run.rows:,} rows")
 
 
 def _store_holds(conn: sa.Connection, table: HoldTable, now: datetime) -> Iterator[HoldEntry]:

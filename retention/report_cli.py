@@ -13,33 +13,14 @@ from pathlib import Path
 import click
 
 from retention.audit.holds import load_with_holds
-from retention.errors import UsageError
+from retention.cli_options import config_option, parse_instant
 from retention.report import gather, render
 
 __all__ = ["report"]
 
 
-def _instant(value: str | None, now: datetime) -> datetime:
-    """`--as-of` as an aware UTC instant (naive means UTC); `now` when absent."""
-    if value is None:
-        return now
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--as-of {value!r} is not an ISO 8601 date or time") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 @click.command()
-@click.option(
-    "-c",
-    "--config",
-    "config",
-    envvar="RETENTION_CONFIG",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Policy file (YAML). Env: RETENTION_CONFIG.",
-)
+@config_option
 @click.option(
     "--out",
     required=True,
@@ -54,7 +35,7 @@ def report(config: Path, out: Path, as_of: str | None) -> None:
     last runs, rows removed over time, oldest remaining records, legal holds and the
     audit-chain verification. Read-only; exit 0 when the report is written."""
     clock = datetime.now(UTC)
-    now = _instant(as_of, clock)
+    now = parse_instant(as_of, clock)
     loaded = load_with_holds(config)
     data = gather(loaded, now, generated_at=clock)
     page = render(data)

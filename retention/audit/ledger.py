@@ -38,6 +38,7 @@ __all__ = [
     "finish",
     "last_slot",
     "last_success",
+    "last_successes",
     "runs",
 ]
 
@@ -243,6 +244,16 @@ def last_success(conn: sa.Connection, tables: LedgerTables, rule: str) -> Ledger
         .limit(1)
     ).first()
     return None if row is None else _run(row)
+
+
+def last_successes(
+    conn: sa.Connection, tables: LedgerTables, rules: Sequence[str]
+) -> dict[str, LedgerRun]:
+    """`last_success` of each of `rules` that has one (none when there is no ledger yet)."""
+    if not sa.inspect(conn).has_table(tables.runs.name):
+        return {}
+    found = {rule: last_success(conn, tables, rule) for rule in rules}
+    return {rule: run for rule, run in found.items() if run is not None}
 
 
 def last_slot(conn: sa.Connection, tables: LedgerTables, rule: str) -> datetime | None:

@@ -54,6 +54,7 @@ from retention.policy import (
     compile_glob,
     glob_base,
 )
+from retention.stores.check import PromiseStatus
 from retention.stores.files_scan import (
     FileEntry,
     MissingRoot,
@@ -841,16 +842,10 @@ def _reconcile(plan: FileRulePlan, tree: Tree, writer: _Writer, log: Any) -> int
 
 
 @dataclass(frozen=True)
-class FilePromiseStatus:
-    """One file rule's promise, judged at `now` (the fields of `PromiseStatus`, plus files)."""
+class FilePromiseStatus(PromiseStatus):
+    """One file rule's promise, judged at `now`: a `PromiseStatus` counting files, plus
+    bytes and what kept files back."""
 
-    rule: str
-    promise: str
-    overdue: int = 0
-    held: int = 0
-    minimum: int = 0
-    oldest_overdue: datetime | None = None
-    error: str | None = None
     overdue_bytes: int = 0
     #: Overdue files kept only because they are among the newest `keep_last`.
     keep_last: int = 0
@@ -858,11 +853,6 @@ class FilePromiseStatus:
     unparsable: int = 0
     skipped: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-
-    @property
-    def kept(self) -> bool:
-        """True when nothing is overdue and the rule could be checked."""
-        return self.error is None and self.overdue == 0
 
     @property
     def notes(self) -> list[str]:
