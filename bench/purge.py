@@ -24,6 +24,11 @@ own (so its peak RSS is its own), ``--repeat`` times:
   sketch-delete, sketch-anonymize
                        diagnostics, not retention: hand-written loops with the batch
                        shape bench/RESULTS.md proposes (only when named in --variants)
+  plain-delete-partitioned, retention-delete-partitioned
+                       PostgreSQL: the same two deletes on a copy of ``events`` range-
+                       partitioned by month on created_at; retention detaches and drops
+                       the partitions wholly past the cutoff and batches the one that
+                       straddles it
 
 Two diagnostic modes explain the figures: ``--explain`` prints the database's plan
 of every kind of statement a retention run sends, and ``--phases BATCH`` times each
@@ -96,6 +101,30 @@ DOMAINS = (
 def expired_rows(rows: int) -> int:
     """How many of `rows` generated rows are older than the cutoff."""
     return int(rows * EXPIRED_FRACTION)
+
+
+def _next_month(moment: datetime) -> datetime:
+    return (moment.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def partition_bounds() -> list[tuple[str, datetime, datetime]]:
+    """The monthly partitions of the partitioned table: (name, from, to), covering every
+    generated row (the 225 days before NOW). The cutoff falls inside one of them."""
+    oldest = CUTOFF - timedelta(days=SPAN_DAYS - PERIOD_DAYS)
+    low = oldest.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    out = []
+    while low <= NOW.replace(tzinfo=None):
+        high = _next_month(low)
+        out.append((f"events_{low:%Y_%m}", low, high))
+        low = high
+    if any(CUTOFF in (low, high) for _name, low, high in out):
+        raise AssertionError("the cutoff must not fall on a partition boundary")
+    return out
+
+
+def droppable_partition_names() -> list[str]:
+    """The partitions wholly past the cutoff (upper bound at or before it)."""
+    return [name for name, _low, high in partition_bounds() if high <= CUTOFF]
 
 
 def generate(rows: int, layout: str, seed: int) -> Iterator[Row]:
@@ -197,6 +226,19 @@ CREATE TABLE {name} (
     anonymized_at TIMESTAMP NULL
 ){options}
 """
+# A partitioned table's primary key must contain the partition key: (id, created_at).
+PG_PARTITIONED_DDL = """
+CREATE TABLE {name} (
+    id BIGINT NOT NULL,
+    account_id INT NOT NULL,
+    ip VARCHAR(45),
+    email VARCHAR(120),
+    created_at TIMESTAMP NOT NULL,
+    payload VARCHAR(100),
+    anonymized_at TIMESTAMP NULL,
+    PRIMARY KEY (id, created_at)
+) PARTITION BY RANGE (created_at)
+"""
 MY_DDL = """
 CREATE TABLE {name} (
     id BIGINT NOT NULL PRIMARY KEY,
@@ -223,6 +265,8 @@ CREATE TABLE {name} (
 """
 COLUMNS = "id, account_id, ip, email, created_at, payload"
 DROP_BENCH = ("events", "retention_audit", "retention_audit_head")
+#: How `events` is built: one heap (``plain``) or monthly range partitions (PostgreSQL).
+Table = Literal["plain", "partitioned"]
 
 
 def log(message: str) -> None:
@@ -319,10 +363,14 @@ def wait_for_purge(target: Target, limit: float = 120.0) -> float:
     return time.monotonic() - started
 
 
-def reload(target: Target, rows: int, layout: str, seed: int) -> None:
+def reload(target: Target, rows: int, layout: str, seed: int, table: Table = "plain") -> None:
     """Drop and rebuild `events` from the seed table; recreate empty audit tables."""
     name = seed_name(rows, layout, seed)
-    if target.db == "sqlite":
+    if table == "partitioned":
+        if target.db != "postgresql":
+            raise ValueError("the partitioned table exists on PostgreSQL only")
+        reload_partitioned(target, name)
+    elif target.db == "sqlite":
         main = Path(str(target.parts.database))
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(f"{main}{suffix}").unlink(missing_ok=True)
@@ -368,6 +416,29 @@ def reload(target: Target, rows: int, layout: str, seed: int) -> None:
     create_audit_tables(target)
 
 
+def reload_partitioned(target: Target, seed_table: str) -> None:
+    """`events` as monthly range partitions on created_at, with the same rows, the same
+    created_at index (one per partition) and the same preparation as the plain table."""
+    with pg_connect(target) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {', '.join(DROP_BENCH)}")
+        for part, _low, _high in partition_bounds():  # left over from an interrupted run
+            conn.execute(f"DROP TABLE IF EXISTS {part}")
+        conn.execute(PG_PARTITIONED_DDL.format(name="events"))
+        for part, low, high in partition_bounds():
+            # Storage parameters belong to the leaf partitions (autovacuum off: see reload).
+            conn.execute(
+                f"CREATE TABLE {part} PARTITION OF events FOR VALUES FROM ('{low:%Y-%m-%d}') "
+                f"TO ('{high:%Y-%m-%d}') WITH (autovacuum_enabled = false)"
+            )
+        conn.execute(
+            f"INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM {seed_table} "
+            "ORDER BY created_at, id"
+        )
+        conn.execute("CREATE INDEX ix_events_created_at ON events (created_at)")
+        conn.execute("VACUUM (ANALYZE) events")
+        conn.execute("CHECKPOINT")
+
+
 def create_audit_tables(target: Target) -> None:
     """Create retention's (empty) audit tables, as they are after a first run."""
     from retention.audit.sql import AuditTables, ensure_tables
@@ -393,9 +464,10 @@ def cleanup(target: Target) -> None:
     try:
         with engine.begin() as conn:
             names = sa.inspect(conn).get_table_names()
-            for table in names:
-                if table.startswith("bench_seed_") or table in DROP_BENCH:
-                    conn.exec_driver_sql(f"DROP TABLE {table}")
+            partitions = {name for name, _low, _high in partition_bounds()}
+            for table in sorted(names, key=lambda name: name != "events"):  # parent first
+                if table.startswith("bench_seed_") or table in DROP_BENCH or table in partitions:
+                    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
     finally:
         engine.dispose()
 
@@ -414,6 +486,9 @@ class Variant:
     capped: bool = False
     #: Not part of the default set: runs only when named in --variants.
     diagnostic: bool = False
+    #: The table it runs on (`reload`); a partitioned variant is compared with the
+    #: plain statement on an identical partitioned table.
+    table: Table = "plain"
 
 
 VARIANTS = (
@@ -430,8 +505,22 @@ VARIANTS = (
     Variant("plain-update", "anonymize", DBS),
     Variant("retention-anonymize", "anonymize", DBS),
     Variant("sketch-anonymize", "anonymize", DBS, diagnostic=True),
+    Variant("plain-delete-partitioned", "delete", ("postgresql",), table="partitioned"),
+    Variant("retention-delete-partitioned", "delete", ("postgresql",), table="partitioned"),
+    Variant(
+        "sketch-drop-partitioned", "delete", ("postgresql",), diagnostic=True, table="partitioned"
+    ),
 )
 BASELINE: dict[Kind, str] = {"delete": "plain-delete", "anonymize": "plain-update"}
+
+
+def baseline_of(variant: Variant) -> str:
+    """The plain statement a variant's rate is compared with (same kind, same table)."""
+    if variant.table == "partitioned":
+        return "plain-delete-partitioned"
+    return BASELINE[variant.kind]
+
+
 TOOLS = ("pt-archiver", "pt-archiver-commit-each")
 
 
@@ -524,6 +613,7 @@ KINDS = (
     "update",
     "scratch",
     "audit",
+    "partitions",
     "other",
 )
 
@@ -535,6 +625,15 @@ def classify(statement: str) -> str:
         return "audit"
     if "retention_batch_values" in text and not text.startswith("update"):
         return "scratch"
+    if (
+        text.startswith(("lock table", "drop table", 'select count(*) from "'))
+        or "detach partition" in text
+        or "pg_get_partkeydef" in text
+        or "relpartbound" in text
+        or "part_high" in text
+    ):
+        # Finding, checking, counting, detaching and dropping whole partitions.
+        return "partitions"
     if text.startswith("delete"):
         return "delete"
     if text.startswith("update"):
@@ -545,6 +644,8 @@ def classify(statement: str) -> str:
         return "count"
     if "max(events.id)" in text or (" desc" in text and " limit " in text):
         return "last_key"
+    if " limit " in text and text.endswith(" for update"):
+        return "select_keys"  # the limit walk's locked key query (composite keys)
     if " limit " in text:
         return "next_bound"
     if text.startswith("select count(*)") and " where " not in text:
@@ -670,6 +771,8 @@ def run_child(spec: ChildSpec) -> dict[str, Any]:
             _run_retention(spec, result)
         elif spec.variant.startswith("pt-archiver"):
             _run_pt_archiver(spec, result)
+        elif spec.variant == "sketch-drop-partitioned":
+            _run_drop_sketch(spec, result)
         elif spec.variant.startswith("sketch-"):
             _run_sketch(spec, result)
         else:
@@ -709,10 +812,13 @@ def _run_retention(spec: ChildSpec, result: dict[str, Any]) -> None:
     action: Kind = "anonymize" if spec.variant == "retention-anonymize" else "delete"
     loaded = load_text(policy_text(spec.url, action), "bench.yaml", env={})
     batches: list[list[float]] = []
+    drops: list[list[float]] = []
     marks: dict[str, float] = {}
 
     def on_batch(done: BatchDone) -> None:
-        batches.append([done.seconds, done.rows, done.size])
+        # A dropped partition is reported as a batch of size 0 (`_drop_partitions`);
+        # row batches always have a size (a key-range width or a key count) of 1 or more.
+        (drops if done.size == 0 else batches).append([done.seconds, done.rows, done.size])
 
     def on_start(*_args: Any) -> None:
         marks["start"] = time.perf_counter()
@@ -741,7 +847,14 @@ def _run_retention(spec: ChildSpec, result: dict[str, Any]) -> None:
     result["complete"] = outcome.status == "ok"
     result["planned"] = outcome.planned
     result["batches"] = batches
-    result["longest_txn"] = max((b[0] for b in batches), default=None)
+    result["longest_txn"] = max((b[0] for b in [*batches, *drops]), default=None)
+    if outcome.result is not None and (drops or outcome.result.partitions):
+        result["partitions"] = outcome.result.partitions
+        result["drops"] = drops
+        result["partition_rows"] = int(sum(d[1] for d in drops))
+        result["batched_rows"] = int(sum(b[1] for b in batches))
+        result["longest_drop"] = max((d[0] for d in drops), default=None)
+        result["longest_batch"] = max((b[0] for b in batches), default=None)
     if "start" in marks:
         result["setup_seconds"] = marks["start"] - started
 
@@ -760,11 +873,11 @@ def _run_sql(spec: ChildSpec, result: dict[str, Any]) -> None:
     engine = sa.create_engine(spec.url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            if spec.variant in ("plain-delete", "plain-update"):
+            if spec.variant in ("plain-delete", "plain-update", "plain-delete-partitioned"):
                 sql = (
-                    f"DELETE FROM events WHERE created_at < {ph}"
-                    if spec.variant == "plain-delete"
-                    else plain_update_sql(spec.db)
+                    plain_update_sql(spec.db)
+                    if spec.variant == "plain-update"
+                    else f"DELETE FROM events WHERE created_at < {ph}"
                 )
                 with conn.begin():
                     begun = time.perf_counter()
@@ -937,6 +1050,52 @@ def _run_sketch(spec: ChildSpec, result: dict[str, Any]) -> None:
     result["longest_txn"] = max((b[0] for b in batches), default=None)
 
 
+def _run_drop_sketch(spec: ChildSpec, result: dict[str, Any]) -> None:
+    """Not retention: the floor of any partition-aware purge of the partitioned table.
+
+    Each partition wholly past the cutoff is detached and dropped in a transaction of
+    its own, then one ``DELETE ... WHERE created_at < :cutoff`` removes the expired
+    rows of the straddling partition. No eligibility re-check, no count, no audit
+    record, no batching (so its one DELETE is longer than retention's batches may be).
+    The dropped partitions' rows are counted before the clock starts.
+    """
+    params = _cutoff_params(spec.db)
+    names = droppable_partition_names()
+    # Counted through psycopg directly: not part of the run, so not in its profile.
+    with pg_connect(Target(spec.db, spec.url)) as raw:
+        counts = [int(raw.execute(f"SELECT count(*) FROM {name}").fetchone()[0]) for name in names]
+    engine = sa.create_engine(spec.url, poolclass=sa.pool.NullPool)
+    try:
+        started = time.perf_counter()
+        drops: list[list[float]] = []
+        with engine.connect() as conn:
+            for name, rows in zip(names, counts, strict=True):
+                begun = time.perf_counter()
+                with conn.begin():
+                    conn.exec_driver_sql(f"ALTER TABLE events DETACH PARTITION {name}")
+                    conn.exec_driver_sql(f"DROP TABLE {name}")
+                drops.append([time.perf_counter() - begun, rows, 0])
+            begun = time.perf_counter()
+            with conn.begin():
+                deleted = conn.exec_driver_sql(
+                    "DELETE FROM events WHERE created_at < %(cutoff)s", params
+                ).rowcount
+            batch = [time.perf_counter() - begun, deleted, deleted]
+    finally:
+        engine.dispose()
+    result["seconds"] = time.perf_counter() - started
+    result["rows"] = sum(counts) + deleted
+    result["complete"] = True
+    result["batches"] = [batch]
+    result["longest_txn"] = max(batch[0], *(d[0] for d in drops))
+    result["partitions"] = len(drops)
+    result["drops"] = drops
+    result["partition_rows"] = sum(counts)
+    result["batched_rows"] = deleted
+    result["longest_drop"] = max(d[0] for d in drops)
+    result["longest_batch"] = batch[0]
+
+
 def _run_pt_archiver(spec: ChildSpec, result: dict[str, Any]) -> None:
     exe = shutil.which("pt-archiver")
     if exe is None:
@@ -1038,6 +1197,8 @@ def verify(target: Target, variant: Variant, result: dict[str, Any], seed_table:
                     problems.append(f"{old} expired rows left")
                 if total != rows - result["rows_target"]:
                     problems.append(f"{total} rows left, expected {rows - result['rows_target']}")
+                if variant.table == "partitioned":
+                    problems.extend(_check_partitioned(conn, variant, result, seed_table))
             else:
                 done = conn.exec_driver_sql(
                     "SELECT count(*) FROM events WHERE anonymized_at IS NOT NULL"
@@ -1048,6 +1209,65 @@ def verify(target: Target, variant: Variant, result: dict[str, Any], seed_table:
     finally:
         engine.dispose()
     return "ok" if not problems else "; ".join(problems)
+
+
+def _check_partitioned(
+    conn: sa.Connection, variant: Variant, result: dict[str, Any], seed_table: str
+) -> list[str]:
+    """After a delete on the partitioned table: exactly the seed's live rows remain, with
+    their values; exactly the partitions wholly past the cutoff are gone (none for the
+    plain DELETE); a variant that drops partitions reports the seed's row counts for the
+    dropped partitions and for the rest; for retention the audit trail says the same."""
+    problems: list[str] = []
+    params = _cutoff_params("postgresql")
+    live = conn.exec_driver_sql("SELECT count(*) FROM events").scalar_one()
+    same = conn.exec_driver_sql(
+        f"SELECT count(*) FROM events e JOIN {seed_table} s USING ({COLUMNS}) "
+        "WHERE s.created_at >= %(cutoff)s",
+        params,
+    ).scalar_one()
+    if same != live:
+        problems.append(f"{live - same} remaining rows are not the seed's live rows")
+    leaves = {
+        r[0]
+        for r in conn.exec_driver_sql(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'events'::regclass"
+        )
+    }
+    every = {name for name, _low, _high in partition_bounds()}
+    dropped = sorted(every - leaves)
+    drops = variant.name != "plain-delete-partitioned"
+    expected = droppable_partition_names() if drops else []
+    if dropped != expected:
+        problems.append(f"partitions gone: {dropped or 'none'}, expected {expected or 'none'}")
+    if not drops:
+        return problems
+    straddling = next(low for _name, low, high in partition_bounds() if low < CUTOFF < high)
+    in_dropped = conn.exec_driver_sql(
+        f"SELECT count(*) FROM {seed_table} WHERE created_at < %(low)s", {"low": straddling}
+    ).scalar_one()
+    batched = result["rows_target"] - in_dropped
+    if result.get("partitions") != len(expected) or result.get("partition_rows") != in_dropped:
+        problems.append(
+            f"run reports {result.get('partitions')} partitions ({result.get('partition_rows')} "
+            f"rows) dropped, expected {len(expected)} ({in_dropped})"
+        )
+    if result.get("batched_rows") != batched:
+        problems.append(f"{result.get('batched_rows')} rows in batches, expected {batched}")
+    if not variant.name.startswith("retention-"):
+        return problems
+    audit = {
+        action: (int(n), int(rows))
+        for action, n, rows in conn.exec_driver_sql(
+            "SELECT action, count(*), sum(rows) FROM retention_audit GROUP BY action"
+        )
+    }
+    if audit.get("drop_partition") != (len(expected), in_dropped):
+        problems.append(f"audit drop_partition records {audit.get('drop_partition')}")
+    if (audit.get("delete") or (0, 0))[1] != batched:
+        problems.append(f"audit delete records {audit.get('delete')}")
+    return problems
 
 
 def _check_anonymized(
@@ -1209,7 +1429,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         ratios: list[float] = []
         vs_tools: dict[str, list[float]] = {}
         for run in good:
-            base = _same_repeat(runs, db, BASELINE[variant.kind], run.get("repeat"))
+            base = _same_repeat(runs, db, baseline_of(variant), run.get("repeat"))
             if base and run["rows"]:
                 ratios.append((run["rows"] / run["seconds"]) / (base["rows"] / base["seconds"]))
             for tool in TOOLS:
@@ -1260,9 +1480,30 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 or None,
                 "verified": sorted({str(r.get("verified")) for r in group}),
                 "purge_wait": _median([r["purge_wait"] for r in group if "purge_wait" in r]),
+                **_partition_summary(good),
             }
         )
     return summary
+
+
+def _partition_summary(good: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of what a run on the partitioned table did with partitions and batches."""
+    runs = [r for r in good if "partitions" in r]
+    if not runs:
+        return {}
+
+    def med(key: str) -> Any:
+        return _median([r[key] for r in runs if r.get(key) is not None])
+
+    return {
+        "partitions": med("partitions"),
+        "partition_rows": med("partition_rows"),
+        "batched_rows": med("batched_rows"),
+        "longest_drop": med("longest_drop"),
+        "longest_drop_worst": max((r["longest_drop"] or 0.0) for r in runs) or None,
+        "longest_batch": med("longest_batch"),
+        "longest_batch_worst": max((r["longest_batch"] or 0.0) for r in runs) or None,
+    }
 
 
 def _same_repeat(
@@ -1332,6 +1573,25 @@ def markdown(summary: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {s['db']} | {s['variant']} | {_fmt(s['seconds'], 3)} "
             f"| {_fmt(s['setup_seconds'], 3)} | {cells} |"
         )
+    parted = [s for s in summary if "partitions" in s]
+    if parted:
+        lines += [
+            "",
+            "Partitioned table: what retention dropped and what it deleted in batches "
+            "(medians; longest: median of the per-run longest, worst in brackets):",
+            "",
+            "| db | variant | partitions dropped | rows in dropped partitions | rows in batches "
+            "| batches | longest drop s | longest batch s |",
+            "|---|---|---:|---:|---:|---:|---|---|",
+        ]
+        for s in parted:
+            lines.append(
+                f"| {s['db']} | {s['variant']} | {_fmt(s['partitions'])} "
+                f"| {_fmt(s['partition_rows'])} | {_fmt(s['batched_rows'])} "
+                f"| {_fmt(s['batches'] if s['batches'] is None else int(s['batches']))} "
+                f"| {_fmt(s['longest_drop'], 3)} ({_fmt(s['longest_drop_worst'], 3)}) "
+                f"| {_fmt(s['longest_batch'], 3)} ({_fmt(s['longest_batch_worst'], 3)}) |"
+            )
     pt = [s for s in summary if s["vs_tools"]]
     if pt:
         lines += ["", "Against pt-archiver (median of per-repeat rate ratios):", ""]
@@ -1383,6 +1643,14 @@ def targets(summary: Sequence[dict[str, Any]]) -> list[str]:
     if s:
         for tool, ratio in s["vs_tools"].items():
             judge(f"mariadb retention-delete / {tool}", ratio, 1.0)
+    s = get.get(("postgresql", "retention-delete-partitioned"))
+    if s:
+        judge(
+            "partition drop >= 3x plain DELETE: postgresql retention-delete-partitioned / "
+            "plain-delete-partitioned",
+            s["ratio"],
+            3.0,
+        )
     return out
 
 
@@ -1523,7 +1791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if unsupported and repeat > 0:
                     continue  # the error does not depend on the data: shown once
                 if not unsupported:
-                    reload(target, args.rows, args.layout, args.seed)
+                    reload(target, args.rows, args.layout, args.seed, variant.table)
                 spec = ChildSpec(
                     target.db, target.url, variant.name, args.rows, args.cap, args.retention_cap
                 )
@@ -1538,7 +1806,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{result.get('seconds', 0):.2f} s; longest txn "
                     f"{_fmt(result.get('longest_txn'), 3)} s; "
                     f"rss {(result.get('maxrss_kb') or 0) / 1024:.0f} MB; "
-                    f"{result.get('error') or result['verified']}"
+                    + (
+                        f"{result['partitions']} partitions dropped "
+                        f"({result['partition_rows']} rows), {result['batched_rows']} rows "
+                        "in batches; "
+                        if "partitions" in result
+                        else ""
+                    )
+                    + f"{result.get('error') or result['verified']}"
                 )
                 _write(args.out, meta, runs, started)
     summary = _write(args.out, meta, runs, started)
@@ -1777,7 +2052,9 @@ def explain_main(
                 continue
             if wanted is not None and variant.name not in wanted:
                 continue
-            reload(target, args.rows, args.layout, args.seed)
+            if target.db not in variant.dbs:
+                continue
+            reload(target, args.rows, args.layout, args.seed, variant.table)
             spec = ChildSpec(
                 target.db, target.url, variant.name, args.rows, args.cap, 60.0, explain=True
             )

@@ -55,7 +55,9 @@ class _Commands(click.Group):
         except PolicyError as exc:
             print_issues(_console(err=True), exc.issues)
             errors = sum(1 for i in exc.issues if i.severity is Severity.ERROR)
-            click.echo(f"policy invalid: {errors} error(s); nothing was run", err=True)
+            warnings = len(exc.issues) - errors
+            counted = f"{errors} error(s)" + (f", {warnings} warning(s)" if warnings else "")
+            click.echo(f"policy invalid: {counted}; nothing was run", err=True)
             raise SystemExit(exc.exit_code) from None
         except RetentionError as exc:
             click.echo(f"error: {exc}", err=True)
@@ -92,9 +94,9 @@ def validate(config: Path, connect: bool, strict: bool, as_of: str | None) -> No
     issues.sort(key=lambda i: (i.severity is not Severity.ERROR, i.line, i.column))
     errors = [i for i in issues if i.severity is Severity.ERROR]
     warnings = [i for i in issues if i.severity is Severity.WARNING]
-    print_issues(_console(err=True), issues)
     if errors or (strict and warnings):
-        raise PolicyError(errors + (warnings if strict else []))
+        raise PolicyError(issues)  # printed, warnings included, where errors are reported
+    print_issues(_console(err=True), issues)
     policy = loaded.policy
     checked = "checked against the stores" if connect else "static checks only"
     click.echo(

@@ -66,11 +66,22 @@ class RulePlan:
     minimums: tuple[AppliedMinimum, ...]
     #: Legal minimums on every table of the rule's store (children need them too).
     store_minimums: tuple[AppliedMinimum, ...] = ()
+    #: The other store this rule archives into (`archive_store` names it), if any.
+    archive_target: SqlStore | None = None
 
     @property
     def name(self) -> str:
         """The rule's name."""
         return self.rule.name
+
+    @property
+    def archive_store(self) -> str | None:
+        """The other store this rule archives into; None when it archives into a table of
+        its own store, or does not archive."""
+        spec = self.rule.archive
+        if spec is None or spec.store in (None, self.store_name):
+            return None
+        return spec.store
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +118,12 @@ def plan_rule(policy: Policy, rule: Rule, now: datetime) -> RulePlan:
     if not isinstance(store, SqlStore):
         raise UsageError(f"rule {rule.name}: rules on 'files' stores are not supported yet")
     cutoff = rule.period.before(now)
+    archive_target = None
+    if rule.archive is not None and rule.archive.store not in (None, rule.store):
+        target = policy.stores[rule.archive.store]
+        if not isinstance(target, SqlStore):
+            raise UsageError(f"rule {rule.name}: archives on 'files' stores are not supported")
+        archive_target = target
     scoped = [h for h in policy.holds if h.subjects is not None or h.rule == rule.name]
     store_minimums = tuple(
         AppliedMinimum(m, m.period.before(now)) for m in policy.minimums if m.store == rule.store
@@ -131,6 +148,7 @@ def plan_rule(policy: Policy, rule: Rule, now: datetime) -> RulePlan:
         lapsed_holds=tuple(h for h in scoped if not h.active(now)),
         minimums=minimums,
         store_minimums=store_minimums,
+        archive_target=archive_target,
     )
 
 

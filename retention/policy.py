@@ -546,7 +546,12 @@ class ArchiveSpec(_Model):
 
     table: Identifier = _doc("Archive table (same columns).", "invoices_archive")
     store: str | None = _doc(
-        "Store holding the archive table; default the rule's own store.", "archive", default=None
+        "SQL store holding the archive table; default the rule's own store (copy and delete "
+        "in one transaction). In another store each batch is copied and committed there "
+        "first, then deleted here: the archive table needs a primary key or unique "
+        "constraint on the rule's table's key, and keeps one copy per key.",
+        "archive",
+        default=None,
     )
     db_schema: Identifier | None = _doc(
         "Schema of the archive table.", "archive", default=None, alias="schema"
@@ -677,9 +682,12 @@ class Rule(_Model):
         default=None,
     )
     delete_first: list[Identifier] = _doc(
-        "Child tables (in the same store, each with a foreign key to this table) whose rows "
-        "referencing a batch's parents are deleted first, in this order, in the same "
-        "transaction. A parent with a held child, or a child under a legal minimum, is kept.",
+        "Tables (in the same store) whose rows referencing a batch's rows are deleted first, "
+        "in this order, in the batch's transaction. Each needs exactly one foreign key to "
+        "this table or to another listed table (to its single-column primary key), so "
+        "grandchildren can be listed too; list children before the tables they reference "
+        "(for accounts: [order_items, orders]). A row with a held descendant, or one under "
+        "a legal minimum, at any depth, is kept with its whole chain.",
         ["payments"],
         default_factory=list,
     )

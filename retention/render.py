@@ -50,6 +50,15 @@ def _rule_document(est: RuleEstimate) -> dict[str, Any]:
         "table": f"{rule.db_schema}.{rule.table}" if rule.db_schema else rule.table,
         "action": rule.action,
         "path": est.path,
+        "archive": (
+            {
+                "store": rule.archive.store or plan.store_name,
+                "schema": rule.archive.db_schema,
+                "table": rule.archive.table,
+            }
+            if rule.archive
+            else None
+        ),
         "partitions": [{"name": n, "rows": r} for n, r in est.partitions],
         "period": str(rule.period),
         "clock": (
@@ -84,7 +93,10 @@ def _rule_document(est: RuleEstimate) -> dict[str, Any]:
             for m in plan.minimums
         ],
         "schedule": str(plan.schedule),
-        "sql": [{"step": s.step, "sql": s.sql, "params": s.params} for s in est.statements],
+        "sql": [
+            {"step": s.step, "store": s.store, "sql": s.sql, "params": s.params}
+            for s in est.statements
+        ],
         "warnings": list(est.warnings),
         "error": est.error,
     }
@@ -330,12 +342,14 @@ def print_plan(
             notes.append(Text(f"{rule.name}: hold {hold} does not apply: {why}", style="yellow"))
         for warning in est.warnings:
             notes.append(Text(f"{rule.name}: warning: {warning}", style="yellow"))
+        if est.plan.archive_store is not None and rule.archive is not None:
+            notes.append(Text(_archive_path(est, rule.archive.table)))
         if show_sql:
             for stmt in est.statements:
                 notes.append(
                     Panel(
                         f"{stmt.sql}\n-- params: {stmt.params}",
-                        title=f"{rule.name}: {stmt.step}",
+                        title=f"{rule.name}: {stmt.step} (store {stmt.store})",
                         title_align="left",
                     )
                 )
@@ -368,6 +382,17 @@ def print_plan(
             )
         )
     console.print(Group(*notes))
+
+
+def _archive_path(est: RuleEstimate, table: str) -> str:
+    """How a rule archiving into another store moves each batch."""
+    plan = est.plan
+    here, there = plan.store_name, plan.archive_store
+    return (
+        f"{plan.rule.name}: archives into {table} in store {there}: each batch is read and "
+        f"locked in {here}, copied into {there} (replacing copies an interrupted run left) "
+        f"and committed there, then deleted in {here} and committed with its audit record"
+    )
 
 
 def print_issues(console: Console, issues: Iterable[Issue]) -> None:

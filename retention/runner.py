@@ -11,7 +11,8 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -26,8 +27,9 @@ from retention.errors import ExitCode, StoreError, UsageError
 from retention.loader import LoadedPolicy
 from retention.planner import Plan, RulePlan, build_plan, limit_breach
 from retention.policy import HashStrategy, Limits, SqlStore
+from retention.stores.archive import ArchiveWriter
 from retention.stores.files import run_file_rule, selected_file_rules
-from retention.stores.purge import BatchDone, KeySpan, PurgeOptions, RuleResult, purge
+from retention.stores.purge import BatchDone, KeySpan, PurgeOptions, RuleResult, purge, walk_of
 from retention.stores.rulesql import RuleSchemaError, compile_rule
 from retention.stores.schema import Catalog
 from retention.stores.sql import open_engine
@@ -180,9 +182,10 @@ def run_once(
         r for r in policy.rules if (r.name in options.rules if options.rules else r.enabled)
     ]
     stores = list(dict.fromkeys(r.store for r in selected))
+    archive_stores = [r.archive.store for r in selected if r.archive and r.archive.store]
     engines = {
         name: open_engine(policy.stores[name], loaded.base_dir)  # type: ignore[arg-type]
-        for name in stores
+        for name in dict.fromkeys([*stores, *archive_stores])
     }
     audit: AuditStore | None = None
     try:
@@ -192,7 +195,7 @@ def run_once(
         report = RunReport(run_id or str(uuid.uuid4()), plan)
         audit = open_audit(loaded)
         outbox = Outbox(policy.audit.table_prefix)
-        _recover(audit, outbox, {n: e for n, e in engines.items() if not audit.shares(n)})
+        _recover(audit, outbox, {n: engines[n] for n in stores if not audit.shares(n)})
         host = socket.gethostname()
         runs = _Ledger(audit, policy.audit.table_prefix, options, report.run_id, host)
         for rule_plan in plan.rules:
@@ -220,6 +223,7 @@ def run_once(
                 ),
                 on_start,
                 outbox=None if shared else outbox,
+                archive=_archive_store(rule_plan, engines),
             )
             runs.finish(outcome, rule_plan.cutoff)
             report.outcomes.append(outcome)
@@ -346,6 +350,16 @@ def _forwarder(audit: AuditStore, outbox: Outbox, shared: bool) -> Callable[[sa.
     return nothing if shared else send
 
 
+def _archive_store(
+    rule_plan: RulePlan, engines: Mapping[str, sa.Engine]
+) -> tuple[str, SqlStore, sa.Engine] | None:
+    """The store a rule archives into, when that is another store: name, model, engine."""
+    name, store = rule_plan.archive_store, rule_plan.archive_target
+    if name is None or store is None:
+        return None
+    return name, store, engines[name]
+
+
 def _run_rule(
     rule_plan: RulePlan,
     engine: sa.Engine,
@@ -354,14 +368,26 @@ def _run_rule(
     on_start: Callable[[RulePlan, int], None],
     *,
     outbox: Outbox | None,
+    archive: tuple[str, SqlStore, sa.Engine] | None = None,
 ) -> RuleOutcome:
+    """Compile, count, check the limits and purge one rule; a rule archiving into another
+    store also holds a connection to that store (its archive side, `ArchiveWriter`)."""
     rule = rule_plan.rule
     outcome = RuleOutcome(rule.name, rule.action, "failed")
     limits = _limits(rule_plan.limits, options)
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn, ExitStack() as stack:
             catalog = Catalog(conn, rule_plan.store_name)
-            sql = compile_rule(rule_plan, catalog)
+            if archive is None:
+                sql = compile_rule(rule_plan, catalog)
+            else:
+                name, store, archive_engine = archive
+                archive_conn = stack.enter_context(archive_engine.connect())
+                other = Catalog(archive_conn, name)
+                sql = compile_rule(rule_plan, catalog, lambda _name: other)
+                archive_conn.rollback()
+                writer = ArchiveWriter(sql, archive_conn, name, store, catalog.dialect)
+                purge_options = replace(purge_options, archive=writer)
             counts = conn.execute(sql.count()).one()
             affected = int(counts.affected or 0)
             table_rows = None
@@ -378,7 +404,7 @@ def _run_rule(
                 with conn.begin():
                     outbox.ensure(conn)
             span = None
-            if sql.integer_key and counts.first_key is not None:
+            if walk_of(sql) == "span" and counts.first_key is not None:
                 span = KeySpan(int(counts.first_key), int(counts.last_key))
             on_start(rule_plan, affected)
             outcome.result = purge(sql, conn, purge_options, span)

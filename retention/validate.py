@@ -7,7 +7,8 @@ from datetime import datetime
 from retention.errors import Issue, Severity, StoreError
 from retention.loader import LoadedPolicy, TreePath
 from retention.planner import minimum_conflicts, plan_rule
-from retention.stores.rulesql import RuleSchemaError, compile_rule
+from retention.stores.archive import ReadOnlyCatalogs
+from retention.stores.rulesql import ArchiveCatalogs, RuleSchemaError, compile_rule
 from retention.stores.schema import Catalog
 from retention.stores.sql import read_only
 
@@ -39,7 +40,9 @@ def connected_findings(loaded: LoadedPolicy, now: datetime) -> list[Issue]:
     """Reflect each store (read-only) and check every rule against it.
 
     Errors: missing tables or columns, timestamp columns without a date/time (or
-    declared epoch) type, missing or composite primary keys, keys being anonymized.
+    declared epoch) type, missing or composite primary keys, keys being anonymized,
+    archive tables (in another store too) lacking columns or, across stores, a unique
+    key matching the rule's table's key.
     Warnings: timestamp columns without an index, holds that cannot apply to a table.
     """
     policy = loaded.policy
@@ -47,25 +50,26 @@ def connected_findings(loaded: LoadedPolicy, now: datetime) -> list[Issue]:
     by_store: dict[str, list[int]] = {}
     for index, rule in enumerate(policy.rules):
         by_store.setdefault(rule.store, []).append(index)
-    for store_name, indexes in by_store.items():
-        store = policy.stores[store_name]
-        try:
-            with read_only(store, loaded.base_dir, store_name) as conn:  # type: ignore[arg-type]
-                catalog = Catalog(conn, store_name)
-                for index in indexes:
-                    issues += _rule_findings(loaded, index, catalog, now)
-        except StoreError as exc:
-            issues.append(loaded.issue(("stores", store_name, "url"), str(exc)))
+    with ReadOnlyCatalogs(policy.stores, loaded.base_dir) as archives:
+        for store_name, indexes in by_store.items():
+            store = policy.stores[store_name]
+            try:
+                with read_only(store, loaded.base_dir, store_name) as conn:  # type: ignore[arg-type]
+                    catalog = Catalog(conn, store_name)
+                    for index in indexes:
+                        issues += _rule_findings(loaded, index, catalog, now, archives)
+            except StoreError as exc:
+                issues.append(loaded.issue(("stores", store_name, "url"), str(exc)))
     return issues
 
 
 def _rule_findings(
-    loaded: LoadedPolicy, index: int, catalog: Catalog, now: datetime
+    loaded: LoadedPolicy, index: int, catalog: Catalog, now: datetime, archives: ArchiveCatalogs
 ) -> list[Issue]:
     rule = loaded.policy.rules[index]
     plan = plan_rule(loaded.policy, rule, now)
     try:
-        sql = compile_rule(plan, catalog)
+        sql = compile_rule(plan, catalog, archives)
     except RuleSchemaError as exc:
         return [
             loaded.issue(

@@ -71,6 +71,31 @@ def test_three_mistakes_give_three_located_errors_and_exit_2(tmp_path: Path) -> 
     assert "nothing was run" in done.stderr
 
 
+def test_validate_connect_reports_a_schema_error_once_with_its_location(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    build_demo(sqlite_url, NOW)
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "version: 1\n"
+        f"stores:\n  app: {{url: '{sqlite_url}'}}\n"
+        "rules:\n"
+        "  - name: logs\n"
+        "    promise: logs 90 days\n"
+        "    source: {policy: p, clause: c}\n"
+        "    store: app\n"
+        "    table: no_such_table\n"
+        "    timestamp: created_at\n"
+        "    period: 90 days\n"
+    )
+    done = _retention("validate", "-c", str(policy), "--connect")
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.startswith(str(policy))]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"{policy}:9:12: rules[0].table: table 'no_such_table' not found")
+    assert "policy invalid: 1 error(s); nothing was run" in done.stderr
+
+
 def test_plan_json_is_the_documented_structure(sqlite_url: str) -> None:
     build_demo(sqlite_url, NOW)
     done = _retention(

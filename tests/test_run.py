@@ -4,6 +4,8 @@ counts what was removed."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,30 @@ def test_small_batches_walk_the_same_rows_as_one_batch(db_url: str) -> None:
     batches = [o.result.batches if o.result else 0 for o in report.outcomes]
     assert all(n > 3 for n in batches[:3]), batches
     assert _rows(db_url)[0] == _expected_after(events, closed)
+
+
+def test_each_batch_digest_is_the_keyed_hash_of_exactly_the_keys_it_removed(db_url: str) -> None:
+    """The audit record's key range and digest name the batch's removed keys: the
+    HMAC-SHA256, under the audit key, of each key's repr and a newline, in key order."""
+    _fill(db_url)
+    before = set(_rows(db_url)[0])
+    policy = POLICY.format(url=db_url).replace(
+        "rules:\n", "defaults:\n  batch: {size: 7, min_size: 3, max_size: 11}\nrules:\n", 1
+    )
+    report = _run(db_url, policy, rules=("debug-90d",))
+    assert report.exit_code == 0
+    removed = before - set(_rows(db_url)[0])
+    records = [r for r in _audit_rows(db_url, policy) if r["rule"] == "debug-90d"]
+    assert len(records) > 3
+    secret = ENV["RETENTION_AUDIT_KEY"].encode()
+    covered: set[int] = set()
+    for record in records:
+        keys = sorted(k for k in removed if int(record["key_min"]) <= k <= int(record["key_max"]))
+        assert record["rows"] == len(keys)
+        text = "".join(f"{key!r}\n" for key in keys)
+        assert record["key_digest"] == hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
+        covered.update(keys)
+    assert covered == removed
 
 
 def test_a_safety_limit_stops_the_rule_before_it_touches_a_row(db_url: str) -> None:
@@ -368,7 +394,10 @@ rules:
     assert sorted((r["table_name"], r["rows"]) for r in audit) == [("inv", 3), ("pay", 2)]
 
 
-def test_a_composite_primary_key_is_walked_as_a_row_value(db_url: str) -> None:
+def test_a_composite_primary_key_is_walked_by_its_integer_first_column(db_url: str) -> None:
+    """Key (account_id, group_id): batches are ranges of account_id, each holding every
+    group of its accounts (5 rows an account, at most 6 rows a batch); anonymize and
+    delete rules (see tests/test_composite_span.py for the walk itself)."""
     meta = sa.MetaData()
     member = sa.Table(
         "member",

@@ -1,11 +1,14 @@
 """PostgreSQL range partitions: drop the ones wholly past the cutoff instead of deleting rows.
 
-A table range-partitioned on the rule's timestamp column can lose whole partitions
+A delete rule's table range-partitioned on its timestamp column can lose whole partitions
 whose upper bound is at or before the cutoff, when every row in them is eligible
-(no hold, legal minimum, filter or pending-state keeps one). Each drop runs in one
-transaction: lock the partition, re-check that no row must stay, DETACH, DROP,
-and append the audit record. What remains (the partition straddling the cutoff)
-is purged in batches as usual.
+(no hold, legal minimum, filter or pending-state keeps one). A run takes the
+candidates by their bounds alone (`expired_partitions`) and decides each in its drop
+transaction: lock the partition against writes, one scan counting the rows that must
+stay and all rows (`_tally`), then, if none must stay, DETACH, DROP and the audit
+record. What remains (the partition straddling the cutoff, and any partition a row
+must stay in) is purged in batches as usual. `plan` counts the same way, one scan per
+candidate (`droppable_partitions`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ import sqlalchemy as sa
 from retention.stores.rulesql import RuleSql
 from retention.stores.schema import bind_time
 
-__all__ = ["Partition", "drop_partition", "droppable_partitions", "range_partitions"]
+__all__ = [
+    "Partition",
+    "drop_partition",
+    "droppable_partitions",
+    "expired_partitions",
+    "range_partitions",
+]
 
 _BOUND = re.compile(r"FOR VALUES FROM \((?P<low>.+?)\) TO \((?P<high>.+?)\)$")
 
@@ -107,27 +116,45 @@ def _inside(sql: RuleSql, part: Partition) -> sa.ColumnElement[bool]:
     return sa.and_(*parts)
 
 
-def droppable_partitions(sql: RuleSql, conn: sa.Connection) -> list[tuple[Partition, int]]:
-    """Partitions wholly past the cutoff in which every row is eligible, with their rows."""
+def expired_partitions(sql: RuleSql, conn: sa.Connection) -> list[Partition]:
+    """Partitions wholly past the cutoff (upper bound at or before it), by their bounds
+    alone: the candidates for a drop. Whether a row in one must stay is for `_tally`.
+    Only for `delete` rules: an archive rule must copy its rows, an anonymize rule keeps them."""
+    if sql.plan.rule.action != "delete":
+        return []
     partitions = range_partitions(sql, conn)
     if not partitions:
         return []
     column = sql.table.c[sql.plan.rule.age_column]
     cutoff = bind_time(column, "datetime", sql.plan.cutoff, sql.plan.store, "postgresql")
+    return [
+        part
+        for part in partitions
+        if isinstance(part.high, datetime) and part.high <= _comparable(part.high, cutoff)
+    ]
+
+
+def _tally(sql: RuleSql, conn: sa.Connection, part: Partition) -> tuple[int, int]:
+    """One scan of `part`: (rows that must stay, all rows). A row must stay unless it is
+    eligible: held, under a legal minimum, outside the rule's filters, not past the
+    cutoff, or already done (anonymize) all keep it, and so does a predicate that is NULL."""
+    must_stay = sa.not_(sa.func.coalesce(sql.eligible, sa.false()))
+    keep, rows = conn.execute(
+        sa.select(sa.func.count().filter(must_stay), sa.func.count())
+        .select_from(sql.table)
+        .where(_inside(sql, part))
+    ).one()
+    return int(keep), int(rows)
+
+
+def droppable_partitions(sql: RuleSql, conn: sa.Connection) -> list[tuple[Partition, int]]:
+    """Partitions wholly past the cutoff in which every row is eligible, with their rows
+    (for `plan`; a run decides again, under lock, in `drop_partition`)."""
     out = []
-    for part in partitions:
-        if not isinstance(part.high, datetime) or part.high > _comparable(part.high, cutoff):
-            continue
-        keep = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(sql.table)
-            .where(_inside(sql, part), sa.not_(sa.func.coalesce(sql.eligible, sa.false())))
-        ).scalar_one()
+    for part in expired_partitions(sql, conn):
+        keep, rows = _tally(sql, conn, part)
         if keep == 0:
-            rows = conn.execute(
-                sa.select(sa.func.count()).select_from(sql.table).where(_inside(sql, part))
-            ).scalar_one()
-            out.append((part, int(rows)))
+            out.append((part, rows))
     return out
 
 
@@ -141,20 +168,20 @@ def _comparable(bound: datetime, cutoff: Any) -> Any:
 def drop_partition(
     sql: RuleSql, conn: sa.Connection, part: Partition, audit: Callable[[int], None]
 ) -> int | None:
-    """Detach and drop `part` in one transaction if, under lock, every row is still eligible;
-    `audit(rows)` appends the record inside that transaction. Returns the rows dropped, or
-    None when the partition must stay after all."""
+    """Detach and drop `part` in one transaction if every row in it is eligible; `audit(rows)`
+    appends the record inside that transaction. Returns the rows dropped, or None when a
+    row must stay (the partition is then left to the batches).
+
+    The decision is one scan (`_tally`) under a SHARE lock: no row can be written until the
+    transaction ends, yet readers go on while the partition is counted, and a partition
+    that must stay is never locked exclusively. DETACH then takes the ACCESS EXCLUSIVE
+    locks (the partition's and the parent's) for the detach, the drop and the commit."""
     parent = _parent(sql)
     with conn.begin():
-        conn.exec_driver_sql(f"LOCK TABLE {part.qualified} IN ACCESS EXCLUSIVE MODE")
-        keep = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(sql.table)
-            .where(_inside(sql, part), sa.not_(sa.func.coalesce(sql.eligible, sa.false())))
-        ).scalar_one()
+        conn.exec_driver_sql(f"LOCK TABLE {part.qualified} IN SHARE MODE")
+        keep, rows = _tally(sql, conn, part)
         if keep:
             return None
-        rows = int(conn.exec_driver_sql(f"SELECT count(*) FROM {part.qualified}").scalar_one())
         conn.exec_driver_sql(f"ALTER TABLE {parent} DETACH PARTITION {part.qualified}")
         conn.exec_driver_sql(f"DROP TABLE {part.qualified}")
         audit(rows)

@@ -13,7 +13,7 @@ held or stopped being expired since its key was selected is left alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -36,10 +36,14 @@ from retention.policy import (
     TimestampFormat,
 )
 from retention.stores.schema import Catalog, bind_time, coerce_value, time_kind
+from retention.stores.sqlstrategies import SqlStrategy, row_in_sql
 
-__all__ = ["AnySelect", "RuleSql", "SchemaProblem", "compile_rule"]
+__all__ = ["AnySelect", "ArchiveCatalogs", "RuleSql", "SchemaProblem", "compile_rule"]
 
 AnySelect: TypeAlias = sa.Select[*tuple[Any, ...]]
+
+#: The catalog of another store, by name (raises `StoreError` when it cannot be reflected).
+ArchiveCatalogs: TypeAlias = Callable[[str], Catalog]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +65,38 @@ class RuleSchemaError(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class ChildSql:
-    """A child table whose rows referencing a batch's parents are deleted first."""
+    """A `delete_first` table whose rows referencing a batch's parents, directly or through
+    other listed tables, are deleted first."""
 
     table: sa.Table
+    #: Its one foreign key column into the rule's table or another listed table.
     column: sa.Column[Any]
+    #: The primary key that `column` references (in the rule's table or in `parent`).
+    referred: sa.Column[Any]
+    #: The listed table it references; None when it references the rule's table.
+    parent: ChildSql | None = None
+    #: Delete with a join instead of ``IN (SELECT ...)`` (MySQL/MariaDB: a subquery in a
+    #: single-table DELETE scans the whole table on every batch; a join uses the index).
+    join: bool = False
 
-    def delete_for(self, keys: Sequence[Any]) -> sa.Delete:
-        """Delete the child rows that reference the parent `keys`."""
-        return sa.delete(self.table).where(self.column.in_(keys))
+    def references(self, keys: Sequence[Any] | sa.BindParameter[Any]) -> sa.ColumnElement[bool]:
+        """This table's rows whose chain of foreign keys ends at the parent `keys`:
+        ``fk IN (:keys)``, or for deeper levels ``fk IN (SELECT key FROM parent WHERE ...)``."""
+        if self.parent is None:
+            return self.column.in_(keys)
+        return self.column.in_(sa.select(self.referred).where(self.parent.references(keys)))
+
+    def delete_for(self, keys: Sequence[Any] | sa.BindParameter[Any]) -> sa.Delete:
+        """Delete the rows that reference the parent `keys` (through the chain; an
+        expanding parameter stands for each batch's keys in `plan`)."""
+        if not self.join or self.parent is None:
+            return sa.delete(self.table).where(self.references(keys))
+        links: list[sa.ColumnElement[bool]] = []
+        link = self
+        while link.parent is not None:
+            links.append(link.column == link.referred)
+            link = link.parent
+        return sa.delete(self.table).where(*links, link.column.in_(keys))
 
 
 @dataclass(frozen=True)
@@ -91,9 +119,16 @@ class RuleSql:
     pending: tuple[sa.ColumnElement[bool], ...] = ()
     archive_table: sa.Table | None = None
     children: tuple[ChildSql, ...] = ()
+    #: For anonymize rules whose every strategy has an exact SQL form on this dialect
+    #: (`retention.stores.sqlstrategies`): those forms, by column.
+    in_sql: dict[str, SqlStrategy] | None = None
     #: When a legal minimum on the rule's own timestamp column is tighter than the cutoff:
     #: (that bound, the other minimums). Batches then carry one bound on the column.
     batch_bounds: tuple[sa.ColumnElement[bool], tuple[sa.ColumnElement[bool], ...]] | None = None
+    #: Whether batches may range over the leading key column when it is an integer (see
+    #: `span_key`); False gives full-key ranges, for a limit walk that takes over from a
+    #: span walk (`retention.stores.purge`).
+    spans: bool = True
 
     @property
     def not_held(self) -> sa.ColumnElement[bool]:
@@ -121,14 +156,15 @@ class RuleSql:
 
     def count(self) -> AnySelect:
         """One scan: candidates, those not held, those also past minimums, oldest affected;
-        for a single integer key also the smallest and largest affected key (the walk's
-        bounds)."""
+        for a span walk also the smallest and largest affected value of `span_key` (the
+        walk's bounds)."""
         allowed = _all((self.not_held, self.past_minimums))
         spans: list[sa.ColumnElement[Any]] = []
-        if self.integer_key:
+        lead = self.span_key
+        if lead is not None:
             spans = [
-                sa.func.min(sa.case((allowed, self.keys[0]))).label("first_key"),
-                sa.func.max(sa.case((allowed, self.keys[0]))).label("last_key"),
+                sa.func.min(sa.case((allowed, lead))).label("first_key"),
+                sa.func.max(sa.case((allowed, lead))).label("last_key"),
             ]
         statement: AnySelect = (
             sa.select(
@@ -145,23 +181,27 @@ class RuleSql:
 
     @property
     def integer_key(self) -> bool:
-        """A single integer primary key: batches are key ranges of adaptive width."""
+        """A single integer primary key (its keys come back as plain ints)."""
         return len(self.keys) == 1 and isinstance(self.keys[0].type, sa.Integer)
+
+    @property
+    def span_key(self) -> sa.Column[Any] | None:
+        """The column batches take key ranges of: the first primary key column when it is
+        an integer (a single integer key, or a composite key such as ``(id, created_at)``);
+        None when batches take full keys (the limit walk). A range ``(after, upto]`` on it
+        covers every row whose first key column lies in it, whatever the other key columns
+        hold, so a first column with repeated values is still walked exactly once."""
+        lead = self.keys[0]
+        return lead if self.spans and isinstance(lead.type, sa.Integer) else None
 
     def table_rows(self) -> AnySelect:
         """All rows of the table (for the max_fraction limit)."""
         return sa.select(sa.func.count()).select_from(self.table)
 
-    @property
-    def key(self) -> sa.Column[Any]:
-        """The primary key column of a single-column key."""
-        if len(self.keys) != 1:
-            raise ValueError(f"{_qualified(self.table)} has a composite primary key")
-        return self.keys[0]
-
     def key_params(self, name: str, value: Any) -> dict[str, Any]:
-        """Bind parameters for a key value (a tuple for composite keys)."""
-        if len(self.keys) == 1:
+        """Bind parameters for a batch bound: a value of `span_key` in a span walk, else a
+        key (a tuple for composite keys)."""
+        if len(self.keys) == 1 or self.span_key is not None:
             return {name: value}
         return {f"{name}_{i}": part for i, part in enumerate(value)}
 
@@ -170,9 +210,11 @@ class RuleSql:
         return row[0] if len(self.keys) == 1 else tuple(row[: len(self.keys)])
 
     def _compare(self, op: str, name: str) -> sa.ColumnElement[bool]:
-        """``key OP :name``; a row-value comparison for composite keys (index-friendly on
+        """``key OP :name`` on what batches range over: `span_key` in a span walk, else
+        the key; a row-value comparison for other composite keys (index-friendly on
         PostgreSQL, SQLite and MariaDB)."""
-        if len(self.keys) == 1:
+        lead = self.span_key
+        if lead is not None or len(self.keys) == 1:
             left: Any = self.keys[0]
             right: Any = sa.bindparam(name, type_=self.keys[0].type)
         else:
@@ -212,19 +254,40 @@ class RuleSql:
         return statement.with_for_update() if lock else statement
 
     def nth_key(self) -> AnySelect:
-        """The `skip`+1-th key after `after` and not beyond `upto`, eligible or not: caps a
-        key range at that many rows (the primary key index alone answers it)."""
+        """Span walk: the `span_key` value of the `skip`+1-th row after `after` and not
+        beyond `upto`, eligible or not, in key order: caps a key range at about that many
+        rows (the primary key index alone answers it)."""
+        lead = self._span_key()
         return (
-            sa.select(self.key)
+            sa.select(lead)
             .where(self._range(False))
-            .order_by(self.key)
+            .order_by(*self.keys)
             .limit(1)
             .offset(sa.bindparam("skip", type_=sa.Integer))
         )
 
     def next_key(self) -> AnySelect:
-        """The first key after `upto`, eligible or not (skips a gap in the keys)."""
-        return sa.select(sa.func.min(self.key)).where(self._compare(">", "upto"))
+        """Span walk: the first `span_key` value after `upto`, eligible or not (skips a gap
+        in the keys)."""
+        return sa.select(sa.func.min(self._span_key())).where(self._compare(">", "upto"))
+
+    def key_through(self) -> AnySelect:
+        """The largest key whose `span_key` value is at most `upto`, eligible or not:
+        where a limit walk takes over from a span walk that has done the keys up to
+        `upto`."""
+        lead = self._span_key()
+        return (
+            sa.select(*self.keys)
+            .where(lead <= sa.bindparam("upto", type_=lead.type))
+            .order_by(*(k.desc() for k in self.keys))
+            .limit(1)
+        )
+
+    def _span_key(self) -> sa.Column[Any]:
+        lead = self.span_key
+        if lead is None:
+            raise ValueError(f"{_qualified(self.table)}: batches do not take key ranges")
+        return lead
 
     def delete_batch(
         self, first: bool = False, *, returning: bool = False
@@ -253,6 +316,42 @@ class RuleSql:
             .order_by(*self.keys)
         )
         return statement.with_for_update() if lock else statement
+
+    @property
+    def in_sql_may_fail(self) -> bool:
+        """Whether `update_in_sql` may fail on a value (see `SqlStrategy.may_fail`)."""
+        return self.in_sql is not None and any(s.may_fail for s in self.in_sql.values())
+
+    def _in_sql_where(self, first: bool) -> list[sa.ColumnElement[bool]]:
+        spec = self.plan.rule.anonymize
+        assert spec is not None
+        assert self.in_sql is not None
+        where = [self._range(first), self.eligible, *(s.exact for s in self.in_sql.values())]
+        if spec.marker is None:
+            where.append(
+                sa.or_(*(s.value.is_distinct_from(self.table.c[n]) for n, s in self.in_sql.items()))
+            )
+        return where
+
+    def update_in_sql(self, first: bool = False, *, returning: bool = True) -> sa.Update:
+        """Rewrite, in SQL, the eligible rows in (`after`, `upto`] whose values are all
+        inside their strategies' exact domain (`in_sql`), returning their keys when
+        `returning`; set the marker to ``marked_at``. Without a marker, rows that would
+        not change are left alone, as the Python path skips them."""
+        spec = self.plan.rule.anonymize
+        assert spec is not None
+        assert self.in_sql is not None
+        values: dict[str, Any] = {name: s.value for name, s in self.in_sql.items()}
+        if spec.marker is not None:
+            values[spec.marker] = sa.bindparam("marked_at")
+        statement = sa.update(self.table).where(*self._in_sql_where(first)).values(values)
+        return statement.returning(*self.keys) if returning else statement
+
+    def select_in_sql(self, first: bool = False) -> AnySelect:
+        """The keys of the rows `update_in_sql` rewrites, locked (for databases without
+        ``UPDATE ... RETURNING``)."""
+        statement = sa.select(*self.keys).where(*self._in_sql_where(first)).order_by(*self.keys)
+        return statement.with_for_update()
 
     def scratch_table(self, columns: Sequence[str]) -> sa.Table:
         """A temporary table holding a batch's keys and the new values of `columns`
@@ -330,8 +429,14 @@ def _qualified(table: sa.Table) -> str:
     return f"{table.schema}.{table.name}" if table.schema else table.name
 
 
-def compile_rule(plan: RulePlan, catalog: Catalog) -> RuleSql:
-    """Bind `plan` to the reflected schema; raise `RuleSchemaError` listing every mismatch."""
+def compile_rule(
+    plan: RulePlan, catalog: Catalog, archives: ArchiveCatalogs | None = None
+) -> RuleSql:
+    """Bind `plan` to the reflected schema; raise `RuleSchemaError` listing every mismatch.
+
+    A rule archiving into another store reflects its archive table through `archives`;
+    without it (callers that only count, such as `check`) the archive side is left
+    unbound (`archive_table` None) and cannot be run."""
     rule = plan.rule
     problems: list[SchemaProblem] = []
     warnings: list[SchemaProblem] = []
@@ -500,7 +605,7 @@ def compile_rule(plan: RulePlan, catalog: Catalog) -> RuleSql:
 
     _check_action(plan, table, key, problems)
     pending = _pending(plan, table)
-    archive_table = _archive_table(plan, table, catalog, problems)
+    archive_table = _archive_table(plan, table, catalog, problems, archives)
     children = _children(plan, table, key, catalog, problems, held)
     _check_children(plan, table, catalog, problems)
 
@@ -524,7 +629,16 @@ def compile_rule(plan: RulePlan, catalog: Catalog) -> RuleSql:
         pending=pending,
         archive_table=archive_table,
         children=children,
+        in_sql=_in_sql(plan, table, catalog.conn.dialect),
     )
+
+
+def _in_sql(plan: RulePlan, table: sa.Table, dialect: sa.Dialect) -> dict[str, SqlStrategy] | None:
+    """The rule's strategies as SQL, when every one of them has an exact form here."""
+    spec = plan.rule.anonymize
+    if spec is None:
+        return None
+    return row_in_sql(spec.columns, table, dialect)
 
 
 def _children(
@@ -535,63 +649,222 @@ def _children(
     problems: list[SchemaProblem],
     held: list[sa.ColumnElement[bool]],
 ) -> tuple[ChildSql, ...]:
-    """Reflect `delete_first` children; a parent with a protected child counts as held."""
-    out: list[ChildSql] = []
+    """Reflect the `delete_first` tables and link each, through its one foreign key, to
+    the rule's table or to another listed table; a parent with a protected descendant (a
+    held row, or one under a legal minimum, at any depth) counts as held.
+
+    The tables are returned in list order, which must delete children before the
+    tables they reference."""
+    listed = _listed(plan, table, catalog, problems)
+    links: dict[str, tuple[sa.Column[Any], sa.Column[Any], str | None]] = {}
+    for name, (index, tbl) in listed.items():
+        link = _link(tbl, table, key, listed, ("delete_first", index), problems)
+        if link is not None:
+            links[name] = link
+    join = catalog.dialect in ("mysql", "mariadb")
+    built: dict[str, ChildSql] = {}
+    cycles: set[frozenset[str]] = set()
+
+    def build(name: str, trail: tuple[str, ...]) -> ChildSql | None:
+        if name in built or name not in links:
+            return built.get(name)
+        if name in trail:
+            cycle = (*trail[trail.index(name) :], name)
+            if frozenset(cycle) not in cycles:
+                cycles.add(frozenset(cycle))
+                problems.append(
+                    SchemaProblem(
+                        ("delete_first", min(listed[n][0] for n in cycle)),
+                        f"the foreign keys of delete_first tables form a cycle "
+                        f"({' -> '.join(cycle)}); none of them leads to {_qualified(table)}",
+                    )
+                )
+            return None
+        column, referred, parent_name = links[name]
+        parent = None if parent_name is None else build(parent_name, (*trail, name))
+        if parent_name is not None and parent is None:
+            return None
+        built[name] = ChildSql(listed[name][1], column, referred, parent, join)
+        return built[name]
+
+    for name in listed:
+        build(name, ())
+    children = [built[name] for name in listed if name in built]
+    below: dict[str | None, list[ChildSql]] = {}
+    for child in children:
+        below.setdefault(None if child.parent is None else child.parent.table.name, []).append(
+            child
+        )
+    _check_order(listed, children, below, problems)
+
+    def protected(child: ChildSql) -> sa.ColumnElement[bool] | None:
+        path: tuple[str | int, ...] = ("delete_first", listed[child.table.name][0])
+        parts = _protected_rows(plan, child.table, catalog, path, problems)
+        for grandchild in below.get(child.table.name, []):
+            deeper = protected(grandchild)
+            if deeper is not None:
+                parts.append(sa.exists().where(grandchild.column == grandchild.referred, deeper))
+        return sa.or_(*parts) if parts else None
+
+    for child in below.get(None, []):
+        kept = protected(child)
+        if kept is not None:
+            held.append(sa.exists().where(child.column == child.referred, kept))
+    return tuple(children)
+
+
+def _listed(
+    plan: RulePlan, table: sa.Table, catalog: Catalog, problems: list[SchemaProblem]
+) -> dict[str, tuple[int, sa.Table]]:
+    """The reflected `delete_first` tables by name, with their index in the list."""
+    listed: dict[str, tuple[int, sa.Table]] = {}
     for index, name in enumerate(plan.rule.delete_first):
         path: tuple[str | int, ...] = ("delete_first", index)
-        try:
-            child = catalog.table(name, table.schema)
-        except StoreError as exc:
-            problems.append(SchemaProblem(path, str(exc)))
+        if name == table.name:
+            problems.append(SchemaProblem(path, f"{name} is the rule's own table"))
+        elif name in listed:
+            problems.append(SchemaProblem(path, f"{name} is listed twice"))
+        else:
+            try:
+                listed[name] = (index, catalog.table(name, table.schema))
+            except StoreError as exc:
+                problems.append(SchemaProblem(path, str(exc)))
+    return listed
+
+
+def _link(
+    child: sa.Table,
+    table: sa.Table,
+    key: sa.Column[Any] | None,
+    listed: dict[str, tuple[int, sa.Table]],
+    path: tuple[str | int, ...],
+    problems: list[SchemaProblem],
+) -> tuple[sa.Column[Any], sa.Column[Any], str | None] | None:
+    """The one foreign key of `child` into the rule's table or another listed table:
+    (its column, the primary key column it references, the listed table it references
+    or None for the rule's table); None, with a problem, when there is not exactly one
+    such key to a single-column primary key."""
+    parents = {name: tbl for name, (_i, tbl) in listed.items() if name != child.name}
+    every = sorted(child.foreign_key_constraints, key=_describe)
+    found = [
+        fk
+        for fk in every
+        if fk.referred_table.name == table.name or fk.referred_table.name in parents
+    ]
+    if len(found) != 1:
+        others = f" or another delete_first table ({', '.join(parents)})" if parents else ""
+        seen = ", ".join(_describe(fk) for fk in found)
+        if not found:
+            seen = f"none (its foreign keys: {', '.join(map(_describe, every)) or 'none'})"
+        problems.append(
+            SchemaProblem(
+                path,
+                f"{_qualified(child)} needs exactly one foreign key to {_qualified(table)}"
+                f"{others}; found {seen}",
+            )
+        )
+        return None
+    fk = found[0]
+    parent_name = None if fk.referred_table.name == table.name else fk.referred_table.name
+    parent = table if parent_name is None else parents[parent_name]
+    primary = list(parent.primary_key.columns)
+    target = key if parent_name is None else (primary[0] if len(primary) == 1 else None)
+    if target is None or [e.column.name for e in fk.elements] != [target.name]:
+        keys = ", ".join(c.name for c in primary) or "none"
+        problems.append(
+            SchemaProblem(
+                path,
+                f"{_qualified(child)}: foreign key {_describe(fk)} must reference the "
+                f"single-column primary key of {_qualified(parent)} (primary key: {keys})",
+            )
+        )
+        return None
+    return child.c[fk.elements[0].parent.name], target, parent_name
+
+
+def _describe(fk: sa.ForeignKeyConstraint) -> str:
+    """``name (columns) -> table(columns)`` of a reflected foreign key."""
+    local = ", ".join(e.parent.name for e in fk.elements)
+    remote = ", ".join(e.column.name for e in fk.elements)
+    return f"{fk.name or 'unnamed'} ({local}) -> {_qualified(fk.referred_table)}({remote})"
+
+
+def _check_order(
+    listed: dict[str, tuple[int, sa.Table]],
+    children: Sequence[ChildSql],
+    below: dict[str | None, list[ChildSql]],
+    problems: list[SchemaProblem],
+) -> None:
+    """Rows are deleted in list order, so a table must come before any table it
+    references; otherwise name an order that works (`below`: the listed tables that
+    reference each table)."""
+    late = [
+        (child.table.name, child.parent.table.name)
+        for child in children
+        if child.parent is not None
+        and listed[child.table.name][0] > listed[child.parent.table.name][0]
+    ]
+    if not late:
+        return
+    order: list[str] = []
+
+    def place(name: str) -> None:
+        # Each table where it was listed, its listed descendants moved just before it.
+        for kid in below.get(name, []):
+            place(kid.table.name)
+        if name not in order:
+            order.append(name)
+
+    for name in listed:
+        place(name)
+    child, parent = min(late, key=lambda pair: listed[pair[0]][0])
+    problems.append(
+        SchemaProblem(
+            ("delete_first", listed[child][0]),
+            f"{child} references {parent} but is listed after it; delete_first deletes in "
+            f"list order, children first: list them as [{', '.join(order)}]",
+        )
+    )
+
+
+def _protected_rows(
+    plan: RulePlan,
+    child: sa.Table,
+    catalog: Catalog,
+    path: tuple[str | int, ...],
+    problems: list[SchemaProblem],
+) -> list[sa.ColumnElement[bool]]:
+    """Conditions under which a row of `child` must be kept: a hold on one of its
+    columns, or a legal minimum on the table that has not passed (or a NULL age)."""
+    protected: list[sa.ColumnElement[bool]] = []
+    for hold in plan.holds:
+        if hold.subjects is not None:
+            subject = hold.subjects.column_for(child.name)
+            if subject in child.c:
+                col = child.c[subject]
+                values = [
+                    coerce_value(col, v, plan.store, catalog.dialect) for v in hold.subjects.values
+                ]
+                protected.append(sa.and_(col.is_not(None), _in(col, values)))
+    for applied in plan.store_minimums:
+        minimum = applied.minimum
+        if (minimum.db_schema, minimum.table) != (child.schema, child.name):
             continue
-        links = [
-            fk
-            for fk in child.foreign_keys
-            if fk.column.table.name == table.name and key is not None and fk.column.name == key.name
-        ]
-        if len(links) != 1:
+        min_col = child.c.get(minimum.timestamp.column)
+        if min_col is None:
             problems.append(
                 SchemaProblem(
                     path,
-                    f"{_qualified(child)} needs exactly one foreign key to "
-                    f"{_qualified(table)}'s primary key (found {len(links)})",
+                    f"minimum {minimum.name!r}: no column "
+                    f"{minimum.timestamp.column!r} in {_qualified(child)}",
                 )
             )
             continue
-        column = links[0].parent
-        protected: list[sa.ColumnElement[bool]] = []
-        for hold in plan.holds:
-            if hold.subjects is not None:
-                subject = hold.subjects.column_for(child.name)
-                if subject in child.c:
-                    col = child.c[subject]
-                    values = [
-                        coerce_value(col, v, plan.store, catalog.dialect)
-                        for v in hold.subjects.values
-                    ]
-                    protected.append(sa.and_(col.is_not(None), _in(col, values)))
-        for applied in plan.store_minimums:
-            minimum = applied.minimum
-            if (minimum.db_schema, minimum.table) != (child.schema, child.name):
-                continue
-            min_col = child.c.get(minimum.timestamp.column)
-            if min_col is None:
-                problems.append(
-                    SchemaProblem(
-                        path,
-                        f"minimum {minimum.name!r}: no column "
-                        f"{minimum.timestamp.column!r} in {_qualified(child)}",
-                    )
-                )
-                continue
-            bound = bind_time(
-                min_col, minimum.timestamp.format, applied.cutoff, plan.store, catalog.dialect
-            )
-            protected.append(sa.or_(min_col.is_(None), min_col >= bound))
-        if protected and key is not None:
-            held.append(sa.exists().where(column == key, sa.or_(*protected)))
-        out.append(ChildSql(child, column))
-    return tuple(out)
+        bound = bind_time(
+            min_col, minimum.timestamp.format, applied.cutoff, plan.store, catalog.dialect
+        )
+        protected.append(sa.or_(min_col.is_(None), min_col >= bound))
+    return protected
 
 
 def _pending(plan: RulePlan, table: sa.Table) -> tuple[sa.ColumnElement[bool], ...]:
@@ -622,22 +895,26 @@ def _pending(plan: RulePlan, table: sa.Table) -> tuple[sa.ColumnElement[bool], .
 
 
 def _archive_table(
-    plan: RulePlan, table: sa.Table, catalog: Catalog, problems: list[SchemaProblem]
+    plan: RulePlan,
+    table: sa.Table,
+    catalog: Catalog,
+    problems: list[SchemaProblem],
+    archives: ArchiveCatalogs | None = None,
 ) -> sa.Table | None:
     spec = plan.rule.archive
     if spec is None:
         return None
-    if spec.store not in (None, plan.store_name):
-        problems.append(
-            SchemaProblem(
-                ("archive", "store"),
-                "archiving into another store is not supported yet; archive into a table "
-                "of the same store",
-            )
-        )
-        return None
+    target = catalog
+    if plan.archive_store is not None:
+        if archives is None:
+            return None
+        try:
+            target = archives(plan.archive_store)
+        except StoreError as exc:
+            problems.append(SchemaProblem(("archive", "store"), str(exc)))
+            return None
     try:
-        archive = catalog.table(spec.table, spec.db_schema)
+        archive = target.table(spec.table, spec.db_schema)
     except StoreError as exc:
         problems.append(SchemaProblem(("archive", "table"), str(exc)))
         return None
@@ -649,37 +926,97 @@ def _archive_table(
                 f"archive table {_qualified(archive)} lacks columns {', '.join(missing)}",
             )
         )
+    if plan.archive_store is not None:
+        _check_other_store(table, catalog, archive, target, problems)
     return archive
+
+
+def _check_other_store(
+    table: sa.Table,
+    source: Catalog,
+    archive: sa.Table,
+    catalog: Catalog,
+    problems: list[SchemaProblem],
+) -> None:
+    """Archiving into another store commits the copy before the delete, so a crash can
+    leave a copy that the next run writes again: the archive table needs a primary key or
+    unique constraint on exactly the source's key columns to hold one copy per row. And it
+    must not be the rule's own table reached through a second store name."""
+    if (str(source.conn.engine.url), table.schema, table.name) == (
+        str(catalog.conn.engine.url),
+        archive.schema,
+        archive.name,
+    ):
+        problems.append(
+            SchemaProblem(
+                ("archive", "table"),
+                f"archive table {_qualified(archive)} in store {catalog.store_name!r} is the "
+                "rule's own table",
+            )
+        )
+        return
+    names = [c.name for c in table.primary_key.columns]
+    keys = set(names)
+    if not keys:
+        return  # reported for the rule's own table
+    unique = [{c.name for c in archive.primary_key.columns}]
+    unique += [
+        set(u.get("column_names") or [])
+        for u in catalog.inspector.get_unique_constraints(archive.name, schema=archive.schema)
+    ]
+    unique += [
+        {name for name in i.get("column_names") or [] if name}
+        for i in catalog.inspector.get_indexes(archive.name, schema=archive.schema)
+        if i.get("unique")
+    ]
+    if keys not in unique:
+        problems.append(
+            SchemaProblem(
+                ("archive", "table"),
+                f"archive table {_qualified(archive)} in store {catalog.store_name!r} needs a "
+                f"primary key or unique constraint on ({', '.join(names)}), the key of "
+                f"{_qualified(table)}: a batch is copied and committed there before it is "
+                "deleted here, and a copy left by an interrupted run is replaced by key",
+            )
+        )
 
 
 def _check_children(
     plan: RulePlan, table: sa.Table, catalog: Catalog, problems: list[SchemaProblem]
 ) -> None:
-    """Deleting parents whose children no rule covers is refused, naming the foreign keys."""
+    """Deleting rows that tables outside the rule reference is refused, naming the
+    foreign keys: for the rule's table and for every `delete_first` table. Covered are
+    the key each listed table is deleted through, and with accept_cascade the keys that
+    are ON DELETE CASCADE or SET NULL."""
     if plan.rule.action == "anonymize":
         return
+    listed = plan.rule.delete_first
+    deleted: dict[str, tuple[str | int, ...]] = {table.name: ("table",)}
+    for index, name in enumerate(listed):
+        deleted.setdefault(name, ("delete_first", index))
     accepted = plan.rule.accept_cascade
-    refusing: list[str] = []
+    refusing: dict[str, list[str]] = {}
     for child in catalog.inspector.get_table_names(schema=table.schema):
-        if child in plan.rule.delete_first:
-            continue
         for fk in catalog.inspector.get_foreign_keys(child, schema=table.schema):
-            if fk.get("referred_table") != table.name:
+            target = fk.get("referred_table")
+            if target not in deleted or (child in listed and child != target):
                 continue
             ondelete = str((fk.get("options") or {}).get("ondelete") or "NO ACTION").upper()
             name = fk.get("name") or f"{child}({', '.join(fk['constrained_columns'])})"
             if accepted and ondelete in ("CASCADE", "SET NULL"):
                 continue
-            refusing.append(f"{name} on {child} (ON DELETE {ondelete})")
-    if refusing:
-        problems.append(
-            SchemaProblem(
-                ("table",),
-                f"rows of {_qualified(table)} are referenced by foreign keys "
-                f"{'; '.join(refusing)}: list the child tables in delete_first, or set "
-                "accept_cascade: true when every one is ON DELETE CASCADE / SET NULL",
+            refusing.setdefault(target, []).append(f"{name} on {child} (ON DELETE {ondelete})")
+    for target, path in deleted.items():
+        if target in refusing:
+            where = f"{table.schema}.{target}" if table.schema else target
+            problems.append(
+                SchemaProblem(
+                    path,
+                    f"rows of {where} are referenced by foreign keys "
+                    f"{'; '.join(refusing[target])}: list the child tables in delete_first, "
+                    "or set accept_cascade: true when every one is ON DELETE CASCADE / SET NULL",
+                )
             )
-        )
 
 
 def _check_action(

@@ -15,7 +15,16 @@ from retention.errors import StoreError
 from retention.filters import Scalar
 from retention.policy import SqlStore, TimestampFormat
 
-__all__ = ["Catalog", "TimeKind", "bind_time", "coerce_value", "from_db_time", "time_kind"]
+__all__ = [
+    "Catalog",
+    "TimeKind",
+    "bind_time",
+    "coerce_value",
+    "from_db_time",
+    "time_kind",
+    "to_db_time",
+    "zone_aware",
+]
 
 TimeKind = Literal["datetime", "date", "integer", "other"]
 
@@ -34,7 +43,7 @@ def time_kind(column: sa.ColumnElement[Any]) -> TimeKind:
     return "other"
 
 
-def _zone_aware(column: sa.ColumnElement[Any], dialect: str) -> bool:
+def zone_aware(column: sa.ColumnElement[Any], dialect: str) -> bool:
     """True when the database stores the column as an absolute instant (read back in UTC)."""
     kind = column.type
     if getattr(kind, "timezone", False):
@@ -61,14 +70,22 @@ def bind_time(
     if fmt == "epoch_milliseconds":
         return calendar.timegm(instant.utctimetuple()) * 1000 + instant.microsecond // 1000
     floored = instant.replace(microsecond=0)
-    local = floored.astimezone(ZoneInfo(store.naive_timezone))
     if time_kind(column) == "date":
-        return local.date()
-    if _zone_aware(column, dialect):
+        return floored.astimezone(ZoneInfo(store.naive_timezone)).date()
+    return to_db_time(column, floored, store, dialect)
+
+
+def to_db_time(
+    column: sa.ColumnElement[Any], instant: datetime, store: SqlStore, dialect: str
+) -> datetime:
+    """The aware `instant` as a value of the date/time `column`, to write or compare: aware
+    where the driver keeps the zone (PostgreSQL zone-aware columns), UTC wall time for other
+    zone-aware columns, else wall time in the store's `naive_timezone`. Nothing is rounded."""
+    if zone_aware(column, dialect):
         if dialect in ("mysql", "mariadb", "sqlite"):
-            return floored.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
-        return floored
-    return local.replace(tzinfo=None)
+            return instant.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
+        return instant
+    return instant.astimezone(ZoneInfo(store.naive_timezone)).replace(tzinfo=None)
 
 
 def from_db_time(
@@ -96,7 +113,7 @@ def from_db_time(
         return value.astimezone(utc)
     zone = (
         utc
-        if column is not None and _zone_aware(column, dialect)
+        if column is not None and zone_aware(column, dialect)
         else ZoneInfo(store.naive_timezone)
     )
     return value.replace(tzinfo=zone).astimezone(utc)
