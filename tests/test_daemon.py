@@ -48,7 +48,9 @@ REPO = Path(__file__).resolve().parent.parent
 #: Rows far past their cutoff added mid-test: a run of a few seconds to interrupt.
 BACKLOG = 2000
 AUDIT_KEY = "audit-key-7f3a9c2e51d04b8e"
-ENV = {**os.environ, "RETENTION_AUDIT_KEY": AUDIT_KEY}
+# PYTHONFAULTHANDLER: a daemon that does not stop in time is sent SIGABRT, which
+# prints every thread's stack into its output (see Process.stop).
+ENV = {**os.environ, "RETENTION_AUDIT_KEY": AUDIT_KEY, "PYTHONFAULTHANDLER": "1"}
 ENV.pop("RETENTION_CONFIG", None)
 
 META = sa.MetaData()
@@ -208,10 +210,22 @@ class Process:
         if self.proc.stdout is not None and not self._reader.is_alive():
             self.proc.stdout.close()
 
-    def stop(self, timeout: float = 10) -> int:
+    def stop(self, timeout: float = 30) -> int:
+        # 30 s is Kubernetes' default grace period before SIGKILL. Stopping takes under
+        # 1 s here (measured on MariaDB); one CI run on a loaded machine took over 10 s,
+        # with no output to say where: hence the stack dump below.
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=timeout)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
+            self.proc.wait(timeout=10)
+            self._close()
+            raise AssertionError(
+                f"daemon {self.pid} still running {timeout:g} s after SIGTERM:\n"
+                + "".join(self.lines[-200:])
+            ) from None
         self._close()
         return code
 
