@@ -136,11 +136,12 @@ def _condition(column: str, op: Op, value: Any) -> Condition:
 
 
 def where_to_yaml(conditions: tuple[Condition, ...]) -> dict[str, Any]:
-    """The YAML (JSON) form of `conditions`, the inverse of `parse_where`."""
+    """The YAML form of `conditions`, the inverse of `parse_where`.
+
+    Dates stay dates (YAML has timestamps); pydantic's JSON mode writes them as ISO text.
+    """
     out: dict[str, dict[str, Any]] = {}
     for cond in conditions:
         value: Any = list(cond.value) if isinstance(cond.value, tuple) else cond.value
-        if isinstance(value, date | datetime):
-            value = value.isoformat()
         out.setdefault(cond.column, {})[cond.op.value] = value
     return dict(out)

@@ -150,11 +150,6 @@ def test_where_to_yaml_is_the_inverse_of_parse_where() -> None:
     assert parse_where(where_to_yaml(conditions)) == conditions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: where_to_yaml writes dates as ISO strings and parse_where keeps strings, "
-    "so a date value comes back as a str (and a policy with one does not round-trip)",
-)
 def test_where_to_yaml_keeps_a_date_value_a_date() -> None:
     conditions = parse_where({"since": {"gte": date(2024, 1, 1)}})
     assert parse_where(where_to_yaml(conditions)) == conditions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import pytest
@@ -319,3 +319,14 @@ def test_reference_issues_never_raises_on_non_string_store_names() -> None:
     assert reference_issues(tree) == [
         (("rules", 0, "store"), "unknown store 'x' (stores: 12, app)")
     ]
+
+
+# --- dumping ----------------------------------------------------------------------------
+
+
+def test_a_date_in_a_where_stays_a_date_in_python_and_is_iso_text_in_json() -> None:
+    policy = policy_of(BASE + "    where: {since: {gte: 2024-01-31}}\n")
+    (rule,) = policy.rules
+    assert rule.model_dump()["where"] == {"since": {"gte": date(2024, 1, 31)}}
+    assert rule.model_dump(mode="json")["where"] == {"since": {"gte": "2024-01-31"}}
+    assert type(rule).model_validate(rule.model_dump()) == rule
