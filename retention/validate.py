@@ -7,7 +7,9 @@ from datetime import datetime
 from retention.errors import Issue, Severity, StoreError
 from retention.loader import LoadedPolicy, TreePath
 from retention.planner import minimum_conflicts, plan_rule
+from retention.policy import FilesStore
 from retention.stores.archive import ReadOnlyCatalogs
+from retention.stores.files_scan import MissingRoot, open_tree
 from retention.stores.rulesql import ArchiveCatalogs, RuleSchemaError, compile_rule
 from retention.stores.schema import Catalog
 from retention.stores.sql import read_only
@@ -44,6 +46,7 @@ def connected_findings(loaded: LoadedPolicy, now: datetime) -> list[Issue]:
     archive tables (in another store too) lacking columns or, across stores, a unique
     key matching the rule's table's key.
     Warnings: timestamp columns without an index, holds that cannot apply to a table.
+    Files stores: see `_file_findings`.
     """
     policy = loaded.policy
     issues: list[Issue] = []
@@ -60,6 +63,46 @@ def connected_findings(loaded: LoadedPolicy, now: datetime) -> list[Issue]:
                         issues += _rule_findings(loaded, index, catalog, now, archives)
             except StoreError as exc:
                 issues.append(loaded.issue(("stores", store_name, "url"), str(exc)))
+    return issues + _file_findings(loaded)
+
+
+def _file_findings(loaded: LoadedPolicy) -> list[Issue]:
+    """The roots of the files stores the file rules act on, checked without writing.
+
+    A rule's own root that is missing is a warning (a run finds no files there and says
+    so); one this process cannot list or remove files from is an error. An archive
+    store's root must exist too: a run refuses to archive into a missing one.
+    """
+    policy = loaded.policy
+    sources: dict[str, list[str]] = {}
+    targets: dict[str, list[str]] = {}
+    for rule in policy.file_rules:
+        sources.setdefault(rule.store, []).append(rule.name)
+        if rule.archive_store is not None:
+            targets.setdefault(rule.archive_store, []).append(rule.name)
+    issues: list[Issue] = []
+    for name in dict.fromkeys([*sources, *targets]):
+        store = policy.stores.get(name)
+        if not isinstance(store, FilesStore):  # refused at load time
+            continue
+        rules = sorted({*sources.get(name, ()), *targets.get(name, ())})
+        try:
+            open_tree(store, loaded.base_dir).check_access()
+        except MissingRoot as exc:
+            archived = name in targets
+            issues.append(
+                loaded.issue(
+                    ("stores", name, "root"),
+                    f"{exc}: "
+                    + ("archiving into it fails" if archived else "no files to judge or remove")
+                    + f" (rules {', '.join(rules)})",
+                    Severity.ERROR if archived else Severity.WARNING,
+                )
+            )
+        except StoreError as exc:
+            issues.append(
+                loaded.issue(("stores", name, "root"), f"{exc} (rules {', '.join(rules)})")
+            )
     return issues
 
 

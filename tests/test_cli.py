@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,113 @@ def test_schema_is_valid_json_with_every_top_level_key() -> None:
         "file_rules",
         "file_minimums",
     }
+
+
+# --- validate --connect: the roots of files stores ------------------------------------
+
+
+def _files_policy(path: Path, sqlite_url: str, root: Path, archive_root: Path) -> Path:
+    path.write_text(
+        "version: 1\n"
+        "stores:\n"
+        f"  app: {{url: '{sqlite_url}'}}\n"
+        f"  backups: {{kind: files, root: '{root}'}}\n"
+        f"  cold: {{kind: files, root: '{archive_root}'}}\n"
+        "rules:\n"
+        "  - {name: sessions, promise: p, source: {policy: p, clause: c}, store: app,\n"
+        "     table: sessions, timestamp: created_at, period: 30 days}\n"
+        "file_rules:\n"
+        "  - {name: dumps, promise: p, source: {policy: p, clause: c}, store: backups,\n"
+        "     pattern: 'db/*.gz', period: 90 days, action: archive, archive: {store: cold}}\n"
+        "  - {name: logs, promise: p, source: {policy: p, clause: c}, store: backups,\n"
+        "     pattern: 'logs/*.log', period: 30 days}\n"
+    )
+    return path
+
+
+def test_validate_connect_accepts_existing_file_roots(tmp_path: Path, sqlite_url: str) -> None:
+    build_demo(sqlite_url, NOW)
+    (tmp_path / "dumps").mkdir()
+    (tmp_path / "cold").mkdir()
+    policy = _files_policy(tmp_path / "p.yaml", sqlite_url, tmp_path / "dumps", tmp_path / "cold")
+    done = _retention("validate", "-c", str(policy), "--connect", "--strict")
+    assert done.returncode == 0, done.stderr
+    assert "0 warnings" in done.stdout
+
+
+def test_validate_connect_warns_of_a_missing_root_and_refuses_a_missing_archive_root(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    build_demo(sqlite_url, NOW)
+    (tmp_path / "cold").mkdir()
+    policy = _files_policy(tmp_path / "p.yaml", sqlite_url, tmp_path / "dumps", tmp_path / "cold")
+    done = _retention("validate", "-c", str(policy), "--connect")
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith(str(policy))] == [
+        f"{policy}:4:32: warning: stores.backups.root: files store root {tmp_path / 'dumps'} "
+        "does not exist: no files to judge or remove (rules dumps, logs)"
+    ]
+    assert "1 warnings" in done.stdout
+
+    (tmp_path / "dumps").mkdir()
+    (tmp_path / "cold").rmdir()
+    done = _retention("validate", "-c", str(policy), "--connect")
+    assert done.returncode == 2
+    assert [line for line in done.stderr.splitlines() if line.startswith(str(policy))] == [
+        f"{policy}:5:29: stores.cold.root: files store root {tmp_path / 'cold'} does not exist: "
+        "archiving into it fails (rules dumps)"
+    ]
+
+
+def test_validate_connect_refuses_a_root_that_is_a_file(tmp_path: Path, sqlite_url: str) -> None:
+    build_demo(sqlite_url, NOW)
+    (tmp_path / "dumps").write_text("not a folder")
+    (tmp_path / "cold").mkdir()
+    policy = _files_policy(tmp_path / "p.yaml", sqlite_url, tmp_path / "dumps", tmp_path / "cold")
+    done = _retention("validate", "-c", str(policy), "--connect")
+    assert done.returncode == 2
+    assert f"files store root {tmp_path / 'dumps'} is not a folder" in done.stderr
+
+
+def test_validate_connect_refuses_a_root_this_process_cannot_remove_files_from(
+    sqlite_url: str,
+) -> None:
+    from retention.loader import load_policy
+    from retention.validate import connected_findings
+
+    build_demo(sqlite_url, NOW)
+    # Outside pytest's private tmp folder, so that an unprivileged user can reach it.
+    outside = Path(tempfile.mkdtemp(prefix="retention-root-"))
+    try:
+        outside.chmod(0o755)
+        (outside / "dumps").mkdir(mode=0o555)
+        (outside / "cold").mkdir()
+        (outside / "cold").chmod(0o777)
+        policy = _files_policy(outside / "p.yaml", sqlite_url, outside / "dumps", outside / "cold")
+        loaded = load_policy(policy)
+        # root may write anywhere: check as the unprivileged user 'nobody' instead.
+        as_root = os.geteuid() == 0
+        if as_root:
+            os.seteuid(65534)
+        try:
+            issues = connected_findings(loaded, NOW)
+        finally:
+            if as_root:
+                os.seteuid(0)
+        (outside / "dumps").chmod(0o755)
+        # The SQLite file lies in pytest's folder, which 'nobody' may not enter.
+        if as_root:
+            assert [(i.path, i.message) for i in issues if i.path == "stores.app.url"] == [
+                ("stores.app.url", f"SQLite database {sqlite_url[10:]}: Permission denied")
+            ]
+        roots = [(i.path, i.severity.value, i.message) for i in issues if i.path.endswith("root")]
+        assert roots == [
+            (
+                "stores.backups.root",
+                "error",
+                f"files store root {outside / 'dumps'} is not writable by this process (files "
+                "could not be removed from it or archived into it) (rules dumps, logs)",
+            )
+        ]
+    finally:
+        shutil.rmtree(outside)

@@ -107,6 +107,11 @@ class Tree(Protocol):
         exist: an unmounted disk's mount point is not a place to archive to)."""
         ...
 
+    def check_access(self) -> None:
+        """Raise MissingRoot when the root is missing, StoreError when this process could
+        not list the root or remove files from it (read-only: nothing is written)."""
+        ...
+
     def scan(self, base: str = "") -> tuple[list[FileEntry], list[Skipped]]:
         """Every file below folder `base` (relative; '' for the root), and what was skipped.
 
@@ -170,6 +175,18 @@ class LocalTree:
 
     def ready(self) -> None:
         _ = self.real_root
+
+    def check_access(self) -> None:
+        real = self.real_root
+        # Effective ids: what the kernel checks when this process lists and unlinks.
+        effective = os.access in os.supports_effective_ids
+        if not os.access(real, os.R_OK | os.X_OK, effective_ids=effective):
+            raise StoreError(f"files store root {self.where} cannot be listed by this process")
+        if not os.access(real, os.W_OK | os.X_OK, effective_ids=effective):
+            raise StoreError(
+                f"files store root {self.where} is not writable by this process "
+                "(files could not be removed from it or archived into it)"
+            )
 
     def scan(self, base: str = "") -> tuple[list[FileEntry], list[Skipped]]:
         root = self.real_root
@@ -384,6 +401,15 @@ class FsspecTree:
 
     def ready(self) -> None:
         """Object stores have no folders to create: any prefix takes files."""
+
+    def check_access(self) -> None:
+        """The root must exist; write permission cannot be known without writing."""
+        try:
+            exists = not self.root or self.fs.exists(self.root)
+        except Exception as exc:  # any backend's error: credentials, network, bucket
+            raise StoreError(f"files store root {self.where}: {exc}") from None
+        if not exists:
+            raise MissingRoot(f"files store root {self.where} does not exist")
 
     def scan(self, base: str = "") -> tuple[list[FileEntry], list[Skipped]]:
         start = self._full(base) if base else self.root

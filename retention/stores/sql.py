@@ -72,14 +72,13 @@ def open_engine(
     unless `create` (the audit store's own file)."""
     url = resolve_url(store.url, base_dir)
     backend = url.get_backend_name()
-    if (
-        backend == "sqlite"
-        and not create
-        and url.database
-        and url.database != ":memory:"
-        and not Path(url.database).exists()
-    ):
-        raise StoreError(f"SQLite database {url.database} does not exist")
+    if backend == "sqlite" and not create and url.database and url.database != ":memory:":
+        try:
+            exists = Path(url.database).exists()
+        except OSError as exc:  # a folder on the way that this process may not enter
+            raise StoreError(f"SQLite database {url.database}: {exc.strerror}") from None
+        if not exists:
+            raise StoreError(f"SQLite database {url.database} does not exist")
     kwargs: dict[str, Any] = {"pool_pre_ping": backend != "sqlite"}
     if read_only:
         kwargs["poolclass"] = sa.pool.NullPool
