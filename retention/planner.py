@@ -63,6 +63,8 @@ class RulePlan:
     timezone: str
     holds: tuple[Hold, ...]
     lapsed_holds: tuple[Hold, ...]
+    #: Legal minimums that may be on the rule's table (a left-out schema may be any);
+    #: compiling against the store keeps those on the same table.
     minimums: tuple[AppliedMinimum, ...]
     #: Legal minimums on every table of the rule's store (children need them too).
     store_minimums: tuple[AppliedMinimum, ...] = ()
@@ -128,11 +130,7 @@ def plan_rule(policy: Policy, rule: Rule, now: datetime) -> RulePlan:
     store_minimums = tuple(
         AppliedMinimum(m, m.period.before(now)) for m in policy.minimums if m.store == rule.store
     )
-    minimums = tuple(
-        a
-        for a in store_minimums
-        if (a.minimum.db_schema, a.minimum.table) == (rule.db_schema, rule.table)
-    )
+    minimums = tuple(a for a in store_minimums if _may_be_same_table(a.minimum, rule))
     return RulePlan(
         rule=rule,
         store_name=rule.store,
@@ -166,11 +164,7 @@ def minimum_conflicts(policy: Policy, now: datetime) -> list[MinimumConflict]:
     conflicts: list[MinimumConflict] = []
     for index, rule in enumerate(policy.rules):
         for minimum in policy.minimums:
-            if (minimum.store, minimum.db_schema, minimum.table) != (
-                rule.store,
-                rule.db_schema,
-                rule.table,
-            ):
+            if minimum.store != rule.store or not _may_be_same_table(minimum, rule):
                 continue
             same_clock = rule.timestamp is not None and rule.timestamp.column == (
                 minimum.timestamp.column
@@ -188,6 +182,13 @@ def minimum_conflicts(policy: Policy, now: datetime) -> list[MinimumConflict]:
                 MinimumConflict(index, minimum, f"{why}; those rows are kept ({minimum.reason})")
             )
     return conflicts
+
+
+def _may_be_same_table(minimum: Minimum, rule: Rule) -> bool:
+    """Whether `minimum` may be on the rule's table. A left-out schema is the database's
+    default, unknown here: it may be any schema (compiling against the store decides)."""
+    schemas = (minimum.db_schema, rule.db_schema)
+    return minimum.table == rule.table and (None in schemas or schemas[0] == schemas[1])
 
 
 def _shorter(period: Period, other: Period, now: datetime) -> bool:

@@ -244,10 +244,25 @@ def test_a_minimum_applies_to_rules_on_its_store_and_table(policy: Policy) -> No
 def test_a_minimum_does_not_apply_to_a_same_named_table_in_another_schema() -> None:
     text = POLICY.replace(
         "    table: invoices\n    timestamp: issued_at\n    period: 7 years\n",
-        "    schema: ledger\n    table: invoices\n    timestamp: issued_at\n    period: 7 years\n",
+        "    schema: audit\n    table: invoices\n    timestamp: issued_at\n    period: 7 years\n",
+    ).replace(
+        "  - name: invoices-24mo\n",
+        "  - name: invoices-24mo\n    schema: ledger\n",
     )
     policy = load_text(text, "p.yaml", env={}).policy
     assert planned(policy, "invoices-24mo").minimums == ()
+    assert 1 not in [c.rule_index for c in minimum_conflicts(policy, NOW)]
+
+
+def test_a_minimum_without_a_schema_may_apply_to_a_rule_naming_one() -> None:
+    """A left-out schema is the database's default, unknown to the planner: the minimum is
+    kept for the rule (compiling against the store decides) and the conflict is flagged."""
+    text = POLICY.replace(
+        "  - name: invoices-24mo\n", "  - name: invoices-24mo\n    schema: ledger\n"
+    )
+    policy = load_text(text, "p.yaml", env={}).policy
+    assert [m.minimum.name for m in planned(policy, "invoices-24mo").minimums] == ["tax-7y"]
+    assert 1 in [c.rule_index for c in minimum_conflicts(policy, NOW)]
 
 
 def test_minimum_conflicts_flags_rules_that_undercut_a_minimum(policy: Policy) -> None:

@@ -325,9 +325,8 @@ def test_archive_copies_then_deletes_exactly_the_eligible_rows(db_url: str) -> N
     assert report.outcomes[0].rows == len(expected_gone) > 20
 
 
-def test_delete_first_removes_children_and_keeps_parents_with_protected_children(
-    db_url: str,
-) -> None:
+def _invoices_and_payments() -> tuple[sa.Table, sa.Table]:
+    """`inv` and its child `pay` (foreign key pay_inv_fk), in a new MetaData."""
     meta = sa.MetaData()
     parent = sa.Table(
         "inv",
@@ -344,10 +343,17 @@ def test_delete_first_removes_children_and_keeps_parents_with_protected_children
         sa.Column("account_id", sa.Integer, nullable=False),
         sa.Column("paid_at", sa.DateTime, nullable=True),
     )
+    return parent, child
+
+
+def test_delete_first_removes_children_and_keeps_parents_with_protected_children(
+    db_url: str,
+) -> None:
+    parent, child = _invoices_and_payments()
     old = _naive(NOW - timedelta(days=500))
     recent = _naive(NOW - timedelta(days=10))
     engine = sa.create_engine(db_url)
-    meta.create_all(engine)
+    parent.metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(
             parent.insert(),
@@ -392,6 +398,110 @@ rules:
     assert children == [20, 30, 40]
     audit = _audit_rows(db_url)
     assert sorted((r["table_name"], r["rows"]) for r in audit) == [("inv", 3), ("pay", 2)]
+
+
+@pytest.mark.parametrize("named", ["rule", "minimums"])
+def test_a_minimum_applies_whether_or_not_the_default_schema_is_named(
+    db_url: str, named: str
+) -> None:
+    """A left-out schema is the database's default one: a minimum on `inv` protects a
+    rule on `<default>.inv` (and its delete_first child), and the other way round."""
+    parent, child = _invoices_and_payments()
+    engine = sa.create_engine(db_url)
+    parent.metadata.create_all(engine)
+    default = sa.inspect(engine).default_schema_name
+    with engine.begin() as conn:
+        conn.execute(
+            parent.insert(),
+            [
+                {"id": 1, "account_id": 1, "issued_at": _naive(NOW - timedelta(days=900))},
+                {"id": 2, "account_id": 2, "issued_at": _naive(NOW - timedelta(days=500))},
+                {"id": 3, "account_id": 3, "issued_at": _naive(NOW - timedelta(days=900))},
+            ],
+        )
+        conn.execute(
+            child.insert(),
+            [
+                {
+                    "id": 10,
+                    "inv_id": 1,
+                    "account_id": 1,
+                    "paid_at": _naive(NOW - timedelta(days=900)),
+                },
+                {
+                    "id": 30,
+                    "inv_id": 3,
+                    "account_id": 3,
+                    "paid_at": _naive(NOW - timedelta(days=10)),
+                },
+            ],
+        )
+    engine.dispose()
+    on_rule = f"schema: {default}, " if named == "rule" else ""
+    on_minimums = f"schema: {default}, " if named == "minimums" else ""
+    policy = f"""\
+version: 1
+stores: {{app: {{url: "{db_url}"}}}}
+minimums:
+  - {{name: inv-2y, reason: tax, store: app, {on_minimums}table: inv, timestamp: issued_at,
+     period: 2 years}}
+  - {{name: pay-90d, reason: tax, store: app, {on_minimums}table: pay, timestamp: paid_at,
+     period: 90 days}}
+rules:
+  - {{name: invoices-1y, promise: p, source: {{policy: t, clause: "1"}}, store: app,
+     {on_rule}table: inv, timestamp: issued_at, period: 1 year, delete_first: [pay]}}
+"""
+    report = _run(db_url, policy)
+    assert report.exit_code == 0, report.outcomes[0].error
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        parents = sorted(r[0] for r in conn.execute(sa.select(parent.c.id)))
+        children = sorted(r[0] for r in conn.execute(sa.select(child.c.id)))
+    engine.dispose()
+    assert (parents, children) == ([2, 3], [30])
+
+
+@pytest.mark.postgres
+def test_a_minimum_without_a_schema_leaves_a_table_of_another_schema_alone(
+    postgres_url: str,
+) -> None:
+    """`inv` in the minimum is public.inv: a rule on ledger.inv is not held back by it."""
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA IF EXISTS ledger CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA ledger")
+        for schema in ("public", "ledger"):
+            conn.exec_driver_sql(
+                f"CREATE TABLE {schema}.inv (id int PRIMARY KEY, issued_at timestamp)"
+            )
+            conn.exec_driver_sql(
+                f"INSERT INTO {schema}.inv VALUES (1, %(old)s), (2, %(old)s)",
+                {"old": _naive(NOW - timedelta(days=500))},
+            )
+    policy = f"""\
+version: 1
+stores: {{app: {{url: "{postgres_url}"}}}}
+minimums:
+  - {{name: inv-2y, reason: tax, store: app, table: inv, timestamp: issued_at, period: 2 years}}
+rules:
+  - {{name: ledger-1y, promise: p, source: {{policy: t, clause: "1"}}, store: app,
+     schema: ledger, table: inv, timestamp: issued_at, period: 1 year}}
+  - {{name: public-1y, promise: p, source: {{policy: t, clause: "1"}}, store: app,
+     table: inv, timestamp: issued_at, period: 1 year}}
+"""
+    try:
+        report = _run(postgres_url, policy)
+        assert report.exit_code == 0, [o.error for o in report.outcomes]
+        with engine.connect() as conn:
+            left = {
+                schema: conn.exec_driver_sql(f"SELECT count(*) FROM {schema}.inv").scalar()
+                for schema in ("public", "ledger")
+            }
+        assert left == {"public": 2, "ledger": 0}
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA ledger CASCADE")
+        engine.dispose()
 
 
 def test_a_composite_primary_key_is_walked_by_its_integer_first_column(db_url: str) -> None:

@@ -579,8 +579,10 @@ def compile_rule(
     minimums: list[sa.ColumnElement[bool]] = []
     same_clock: list[tuple[datetime, sa.ColumnElement[bool]]] = []
     other_minimums: list[sa.ColumnElement[bool]] = []
-    for applied_min in plan.minimums:
+    for applied_min in plan.store_minimums:
         minimum = applied_min.minimum
+        if not catalog.same_table((minimum.db_schema, minimum.table), (table.schema, table.name)):
+            continue
         col = time_column(
             table, minimum.timestamp.column, minimum.timestamp.format, ("minimums", minimum.name)
         )
@@ -848,7 +850,7 @@ def _protected_rows(
                 protected.append(sa.and_(col.is_not(None), _in(col, values)))
     for applied in plan.store_minimums:
         minimum = applied.minimum
-        if (minimum.db_schema, minimum.table) != (child.schema, child.name):
+        if not catalog.same_table((minimum.db_schema, minimum.table), (child.schema, child.name)):
             continue
         min_col = child.c.get(minimum.timestamp.column)
         if min_col is None:

@@ -175,6 +175,12 @@ class Catalog:
             self._inspector = sa.inspect(self.conn)
         return self._inspector
 
+    def same_table(self, a: tuple[str | None, str], b: tuple[str | None, str]) -> bool:
+        """Whether two (schema, table) names, a schema left out meaning the connection's
+        default schema, name the same table."""
+        default = self.inspector.default_schema_name
+        return (a[0] or default, a[1]) == (b[0] or default, b[1])
+
     def table(self, name: str, schema: str | None = None) -> sa.Table:
         """The reflected table, or `StoreError` naming what does exist."""
         key = (schema, name)
