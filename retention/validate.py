@@ -71,7 +71,8 @@ def _file_findings(loaded: LoadedPolicy) -> list[Issue]:
 
     A rule's own root that is missing is a warning (a run finds no files there and says
     so); one this process cannot list or remove files from is an error. An archive
-    store's root must exist too: a run refuses to archive into a missing one.
+    store's local root must exist too: a run refuses to archive into a missing one (an
+    object store's prefix need not exist before files are written into it).
     """
     policy = loaded.policy
     sources: dict[str, list[str]] = {}
@@ -86,10 +87,10 @@ def _file_findings(loaded: LoadedPolicy) -> list[Issue]:
         if not isinstance(store, FilesStore):  # refused at load time
             continue
         rules = sorted({*sources.get(name, ()), *targets.get(name, ())})
+        archived = name in targets
         try:
-            open_tree(store, loaded.base_dir).check_access()
+            open_tree(store, loaded.base_dir).check_access(target=archived)
         except MissingRoot as exc:
-            archived = name in targets
             issues.append(
                 loaded.issue(
                     ("stores", name, "root"),

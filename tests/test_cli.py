@@ -222,6 +222,27 @@ def test_validate_connect_warns_of_a_missing_root_and_refuses_a_missing_archive_
     ]
 
 
+def test_validate_connect_on_object_stores_warns_of_a_missing_root_and_accepts_any_prefix(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """memory:// is empty in a new process: the rules' root is missing (a warning); an
+    archive prefix that does not exist yet is fine, as it is for a run."""
+    build_demo(sqlite_url, NOW)
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        _files_policy(policy, sqlite_url, tmp_path, tmp_path)
+        .read_text()
+        .replace(f"root: '{tmp_path}'}}", "root: 'memory://backups'}", 1)
+        .replace(f"root: '{tmp_path}'}}", "root: 'memory://cold'}", 1)
+    )
+    done = _retention("validate", "-c", str(policy), "--connect")
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith(str(policy))] == [
+        f"{policy}:4:32: warning: stores.backups.root: files store root memory://backups does "
+        "not exist: no files to judge or remove (rules dumps, logs)"
+    ]
+
+
 def test_validate_connect_refuses_a_root_that_is_a_file(tmp_path: Path, sqlite_url: str) -> None:
     build_demo(sqlite_url, NOW)
     (tmp_path / "dumps").write_text("not a folder")

@@ -107,9 +107,10 @@ class Tree(Protocol):
         exist: an unmounted disk's mount point is not a place to archive to)."""
         ...
 
-    def check_access(self) -> None:
+    def check_access(self, *, target: bool = False) -> None:
         """Raise MissingRoot when the root is missing, StoreError when this process could
-        not list the root or remove files from it (read-only: nothing is written)."""
+        not list the root or remove files from it, or (`target`: files are archived into
+        it) write files into it as `ready` demands. Read-only: nothing is written."""
         ...
 
     def scan(self, base: str = "") -> tuple[list[FileEntry], list[Skipped]]:
@@ -176,7 +177,7 @@ class LocalTree:
     def ready(self) -> None:
         _ = self.real_root
 
-    def check_access(self) -> None:
+    def check_access(self, *, target: bool = False) -> None:
         real = self.real_root
         # Effective ids: what the kernel checks when this process lists and unlinks.
         effective = os.access in os.supports_effective_ids
@@ -402,8 +403,11 @@ class FsspecTree:
     def ready(self) -> None:
         """Object stores have no folders to create: any prefix takes files."""
 
-    def check_access(self) -> None:
-        """The root must exist; write permission cannot be known without writing."""
+    def check_access(self, *, target: bool = False) -> None:
+        """The root of rules' files must exist (an archive target's prefix need not, as
+        in `ready`); write permission cannot be known without writing."""
+        if target:
+            return
         try:
             exists = not self.root or self.fs.exists(self.root)
         except Exception as exc:  # any backend's error: credentials, network, bucket
