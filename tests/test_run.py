@@ -325,6 +325,15 @@ def test_archive_copies_then_deletes_exactly_the_eligible_rows(db_url: str) -> N
     assert report.outcomes[0].rows == len(expected_gone) > 20
 
 
+def _ids(url: str, table: sa.Table) -> list[int]:
+    """The `id` values of `table`, sorted."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        ids = sorted(r[0] for r in conn.execute(sa.select(table.c.id)))
+    engine.dispose()
+    return ids
+
+
 def _invoices_and_payments() -> tuple[sa.Table, sa.Table]:
     """`inv` and its child `pay` (foreign key pay_inv_fk), in a new MetaData."""
     meta = sa.MetaData()
@@ -389,11 +398,7 @@ rules:
 """
     report = _run(db_url, policy)
     assert report.exit_code == 0, report.outcomes[0].error
-    engine = sa.create_engine(db_url)
-    with engine.connect() as conn:
-        parents = sorted(r[0] for r in conn.execute(sa.select(parent.c.id)))
-        children = sorted(r[0] for r in conn.execute(sa.select(child.c.id)))
-    engine.dispose()
+    parents, children = _ids(db_url, parent), _ids(db_url, child)
     assert parents == [2, 3, 4]
     assert children == [20, 30, 40]
     audit = _audit_rows(db_url)
@@ -453,11 +458,7 @@ rules:
 """
     report = _run(db_url, policy)
     assert report.exit_code == 0, report.outcomes[0].error
-    engine = sa.create_engine(db_url)
-    with engine.connect() as conn:
-        parents = sorted(r[0] for r in conn.execute(sa.select(parent.c.id)))
-        children = sorted(r[0] for r in conn.execute(sa.select(child.c.id)))
-    engine.dispose()
+    parents, children = _ids(db_url, parent), _ids(db_url, child)
     assert (parents, children) == ([2, 3], [30])
 
 

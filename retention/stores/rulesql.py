@@ -378,22 +378,24 @@ class RuleSql:
             for i, name in enumerate(names)
         ]
         source = sa.func.unnest(*arrays).table_valued(*names).render_derived()
-        values: dict[str, Any] = {name: source.c[name] for name in columns}
-        if marker is not None:
-            values[marker] = sa.bindparam("marked_at")
-        joined = [self.table.c[k.name] == source.c[k.name] for k in self.keys]
-        statement = sa.update(self.table).where(*joined, self._range(first), self.eligible)
-        return statement.values(values)
+        return self._update_joined(source, columns, marker, first)
 
     def update_from(
         self, scratch: sa.Table, columns: Sequence[str], marker: str | None, first: bool = False
     ) -> sa.Update:
         """Rewrite `columns` of the eligible rows in (`after`, `upto`] listed in `scratch`
         with its values; set `marker` to the bound parameter ``marked_at``."""
-        values: dict[str, Any] = {name: scratch.c[name] for name in columns}
+        return self._update_joined(scratch, columns, marker, first)
+
+    def _update_joined(
+        self, source: sa.FromClause, columns: Sequence[str], marker: str | None, first: bool
+    ) -> sa.Update:
+        """UPDATE the eligible rows in the range joined by key to `source`, taking
+        `columns` from it (and ``marked_at`` into `marker`)."""
+        values: dict[str, Any] = {name: source.c[name] for name in columns}
         if marker is not None:
             values[marker] = sa.bindparam("marked_at")
-        joined = [self.table.c[k.name] == scratch.c[k.name] for k in self.keys]
+        joined = [self.table.c[k.name] == source.c[k.name] for k in self.keys]
         statement = sa.update(self.table).where(*joined, self._range(first), self.eligible)
         return statement.values(values)
 
